@@ -118,7 +118,9 @@ def context_report(
     if with_parameters:
         from fpk.transformer import count_parameters  # torch is imported only here
 
-        params = count_parameters(preset.architecture, get_schedule(in_use) if weights_layout else chosen)
+        params = count_parameters(
+            preset.architecture, get_schedule(in_use) if weights_layout else chosen
+        )
     return ContextReport(
         preset=preset.name,
         label=preset.label,

@@ -15,8 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fpk.errors import ConfigError
-from fpk.packing import Level, LatentGrid, Schedule, validate_schedule
+from fpk.errors import ConfigError, UsageError
+from fpk.packing import LatentGrid, Level, Schedule, validate_schedule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -138,8 +138,12 @@ def check_resolution(res: Resolution, multiple: int) -> None:
     if res.width % multiple or res.height % multiple:
         raise ConfigError(
             f"resolution {res} is not divisible by {multiple} (VAE compression x patch size); "
-            f"try {res.width // multiple * multiple or multiple}x{res.height // multiple * multiple or multiple}"
+            f"try {_round_down(res.width, multiple)}x{_round_down(res.height, multiple)}"
         )
+
+
+def _round_down(size: int, multiple: int) -> int:
+    return max(multiple, size // multiple * multiple)
 
 
 # --- reading TOML ------------------------------------------------------------------------
@@ -227,8 +231,13 @@ def schedule_from_table(name: str, table: Any, where: str) -> Schedule:
         for i, lv in enumerate(raw.levels)
     )
     schedule = Schedule(
-        name=name, levels=levels, tail=raw.tail, fill=raw.fill,  # type: ignore[arg-type]
-        ratio=raw.ratio, independent=raw.independent, description=raw.description,
+        name=name,
+        levels=levels,
+        tail=raw.tail,
+        fill=raw.fill,  # type: ignore[arg-type]
+        ratio=raw.ratio,
+        independent=raw.independent,
+        description=raw.description,
     )
     validate_schedule(schedule)
     return schedule
@@ -280,7 +289,12 @@ def load_preset(name_or_path: str) -> Preset:
                 "or a path to a .toml file)"
             )
         path = PRESET_DIR / f"{name_or_path}.toml"
-    return _preset_from_table(read_toml(path), path)
+    try:
+        return _preset_from_table(read_toml(path), path)
+    except UsageError as err:  # every problem of the file names the file
+        if str(path) in str(err):
+            raise
+        raise type(err)(f"{path}: {err}") from None
 
 
 def _preset_from_table(table: dict, path: Path) -> Preset:
@@ -329,6 +343,18 @@ def _check_positive(preset: Preset, path: Path) -> None:
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                floor_ok = value >= 0 if f.name in {"cfg", "guidance", "guidance_rescale", "crf"} else value > 0
+                floor_ok = (
+                    value >= 0
+                    if f.name in {"cfg", "guidance", "guidance_rescale", "crf"}
+                    else value > 0
+                )
                 if not floor_ok:
                     raise ConfigError(f"{path}: '{f.name}' must be positive, got {value}")
+
+
+def preset_as_dict(preset: Preset) -> dict[str, Any]:
+    """Every setting of `preset` as plain data (for `fpk presets show` and sidecars)."""
+    data = dataclasses.asdict(preset)
+    data["source"] = str(preset.source)
+    data["sampling"]["resolution"] = str(preset.sampling.resolution)
+    return data

@@ -47,7 +47,8 @@ class Schedule:
     kernel patchifies (paper's option 3). `fill="zeros"` means a level that history does not
     fill is padded with zero latents, as the released weights were trained (token count
     fixed); `fill="none"` packs only frames that exist. `ratio` is the lambda of the closed
-    form the schedule approximates.
+    form the schedule approximates. A pooled tail costs one last-level frame, which equals
+    the geometric remainder for lambda = 2 and exceeds it for lambda > 2.
     """
 
     name: str
@@ -74,7 +75,8 @@ class PackedGroup:
     """A run of history frames that share one kernel in the packed context.
 
     `positions` are the timeline positions (ascending) of all its frames; the `zero_frames`
-    farthest from the section hold zero latents (fill="zeros"), the rest real history. `tokens` is what the
+    farthest from the section hold zero latents (fill="zeros"), the rest real history.
+    `tokens` is what the
     transformer sees after padding the frame to a multiple of the kernel; `exact_tokens` is the
     unpadded count the closed form speaks of.
     """
@@ -241,8 +243,14 @@ def _tail_groups(schedule: Schedule, grid: LatentGrid, tail: range) -> list[Pack
     spatial = (1, kernel[1], kernel[2])
     return [
         PackedGroup(
-            "tail-pool", last, kernel, tail, 0, 1,
-            frame_tokens(grid, spatial), exact_frame_tokens(grid, spatial),
+            "tail-pool",
+            last,
+            kernel,
+            tail,
+            0,
+            1,
+            frame_tokens(grid, spatial),
+            exact_frame_tokens(grid, spatial),
         )
     ]
 

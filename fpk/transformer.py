@@ -34,7 +34,11 @@ from fpk.config import Architecture
 from fpk.packing import Kernel, Schedule
 
 #: Projection names of the released checkpoints, by kernel.
-RELEASED_PROJECTIONS: dict[Kernel, str] = {(1, 2, 2): "proj", (2, 4, 4): "proj_2x", (4, 8, 8): "proj_4x"}
+RELEASED_PROJECTIONS: dict[Kernel, str] = {
+    (1, 2, 2): "proj",
+    (2, 4, 4): "proj_2x",
+    (4, 8, 8): "proj_4x",
+}
 
 GroupMode = Literal["frames", "pool", "append"]
 
@@ -63,7 +67,7 @@ class ContextGroup:
 def _pad_to_kernel(x: torch.Tensor, kernel: Sequence[int]) -> torch.Tensor:
     """Replicate-pad (..., T, H, W) at the end of each axis up to multiples of `kernel`."""
     pads = []
-    for size, k in zip(reversed(x.shape[-3:]), reversed(kernel)):
+    for size, k in zip(reversed(x.shape[-3:]), reversed(kernel), strict=True):
         pads += [0, (k - size % k) % k]
     if not any(pads):
         return x
@@ -80,8 +84,14 @@ class HistoryEmbedder(nn.Module):
     average-pooled by kernel / (1, p, p) so that the shared (1, p, p) projection applies.
     """
 
-    def __init__(self, in_channels: int, inner_dim: int, kernels: Sequence[Kernel], patch: Kernel,
-                 independent: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        inner_dim: int,
+        kernels: Sequence[Kernel],
+        patch: Kernel,
+        independent: bool = True,
+    ) -> None:
         super().__init__()
         self.patch = tuple(patch)
         self.independent = independent
@@ -110,7 +120,7 @@ class HistoryEmbedder(nn.Module):
         conv, applied = self.projection(kernel)
         x = _pad_to_kernel(x, kernel)
         if applied != kernel:  # shared projection: pool down to the patch kernel first
-            factor = tuple(k // a for k, a in zip(kernel, applied))
+            factor = tuple(k // a for k, a in zip(kernel, applied, strict=True))
             x = F.avg_pool3d(x.unsqueeze(0), factor, stride=factor).squeeze(0)
         x = conv(x.unsqueeze(0).to(conv.weight.dtype))  # (1, D, G, Hk, Wk)
         return x.flatten(2).transpose(1, 2).squeeze(0)
@@ -130,17 +140,27 @@ class PackedRope(nn.Module):
         self.axes_dim = tuple(axes_dim)
         self.theta = theta
 
-    def _axis(self, axis: int, positions: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _axis(
+        self, axis: int, positions: torch.Tensor, block: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin (N // block, dim) of `positions`, averaged in blocks (replicate-padded)."""
-        cos, sin = get_1d_rotary_pos_embed(self.axes_dim[axis], positions.float(), self.theta, use_real=True)
+        cos, sin = get_1d_rotary_pos_embed(
+            self.axes_dim[axis], positions.float(), self.theta, use_real=True
+        )
         if block == 1:
             return cos, sin
         pad = (block - positions.numel() % block) % block
         cos, sin = (torch.cat([c, c[-1:].expand(pad, -1)]) if pad else c for c in (cos, sin))
         return cos.unflatten(0, (-1, block)).mean(1), sin.unflatten(0, (-1, block)).mean(1)
 
-    def forward(self, positions: torch.Tensor, height: int, width: int, kernel: Sequence[int],
-                mode: GroupMode = "frames") -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        positions: torch.Tensor,
+        height: int,
+        width: int,
+        kernel: Sequence[int],
+        mode: GroupMode = "frames",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin (tokens, head_dim) of a group of frames at `positions` on a latent H x W."""
         kt, kh, kw = kernel
         device = positions.device
@@ -173,28 +193,43 @@ class PackedAttnProcessor:
     carry its own layout. Same arithmetic otherwise (rotation in float32, SDPA).
     """
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 image_rotary_emb=None):
+    def __call__(
+        self,
+        attn,
+        hidden_states,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        image_rotary_emb=None,
+    ):
         n_text = encoder_hidden_states.shape[1]
         single_stream = attn.add_q_proj is None
         if single_stream:
             hidden_states = torch.cat([hidden_states, encoder_hidden_states], dim=1)
-        q, k, v = (proj(hidden_states).unflatten(2, (attn.heads, -1))
-                   for proj in (attn.to_q, attn.to_k, attn.to_v))  # (B, N, H, d)
+        q, k, v = (
+            proj(hidden_states).unflatten(2, (attn.heads, -1))
+            for proj in (attn.to_q, attn.to_k, attn.to_v)
+        )  # (B, N, H, d)
         q, k = attn.norm_q(q), attn.norm_k(k)
         if image_rotary_emb is not None:
             n_img = q.shape[1] - n_text if single_stream else q.shape[1]
             q = torch.cat([_rotate(q[:, :n_img], image_rotary_emb), q[:, n_img:]], dim=1)
             k = torch.cat([_rotate(k[:, :n_img], image_rotary_emb), k[:, n_img:]], dim=1)
         if not single_stream:
-            eq, ek, ev = (proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-                          for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))
+            eq, ek, ev = (
+                proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+                for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)
+            )
             q = torch.cat([q, attn.norm_added_q(eq)], dim=1)
             k = torch.cat([k, attn.norm_added_k(ek)], dim=1)
             v = torch.cat([v, ev], dim=1)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attention_mask
-        ).transpose(1, 2).flatten(2, 3).to(q.dtype)
+        out = (
+            F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attention_mask
+            )
+            .transpose(1, 2)
+            .flatten(2, 3)
+            .to(q.dtype)
+        )
         img, txt = out[:, :-n_text], out[:, -n_text:]
         if getattr(attn, "to_out", None) is not None:
             img = attn.to_out[1](attn.to_out[0](img))
@@ -244,22 +279,27 @@ class FramePackTransformer(ModelMixin, ConfigMixin):
         inner = num_attention_heads * attention_head_dim
         patch: Kernel = (patch_size_t, patch_size, patch_size)
         self.x_embedder = HunyuanVideoPatchEmbed(patch, in_channels, inner)
-        self.clean_x_embedder = HistoryEmbedder(in_channels, inner, [tuple(k) for k in history_kernels],
-                                                patch, history_independent)
+        self.clean_x_embedder = HistoryEmbedder(
+            in_channels, inner, [tuple(k) for k in history_kernels], patch, history_independent
+        )
         self.context_embedder = HunyuanVideoTokenRefiner(
             text_embed_dim, num_attention_heads, attention_head_dim, num_layers=num_refiner_layers
         )
         self.image_projection = ImageProjection(image_proj_dim, inner)
-        self.time_text_embed = HunyuanVideoConditionEmbedding(inner, pooled_projection_dim, guidance_embeds)
+        self.time_text_embed = HunyuanVideoConditionEmbedding(
+            inner, pooled_projection_dim, guidance_embeds
+        )
         self.rope = PackedRope(patch_size, rope_axes_dim, rope_theta)
         self.transformer_blocks = nn.ModuleList(
-            HunyuanVideoTransformerBlock(num_attention_heads, attention_head_dim, mlp_ratio=mlp_ratio,
-                                         qk_norm=qk_norm)
+            HunyuanVideoTransformerBlock(
+                num_attention_heads, attention_head_dim, mlp_ratio=mlp_ratio, qk_norm=qk_norm
+            )
             for _ in range(num_layers)
         )
         self.single_transformer_blocks = nn.ModuleList(
-            HunyuanVideoSingleTransformerBlock(num_attention_heads, attention_head_dim,
-                                               mlp_ratio=mlp_ratio, qk_norm=qk_norm)
+            HunyuanVideoSingleTransformerBlock(
+                num_attention_heads, attention_head_dim, mlp_ratio=mlp_ratio, qk_norm=qk_norm
+            )
             for _ in range(num_single_layers)
         )
         self.norm_out = AdaLayerNormContinuous(inner, inner, elementwise_affine=False, eps=1e-6)
@@ -290,7 +330,9 @@ class FramePackTransformer(ModelMixin, ConfigMixin):
         text = self.context_embedder(encoder_hidden_states, timestep, encoder_attention_mask)
         image = self.image_projection(image_embeds)
         text = torch.cat([image, text], dim=1)
-        text_mask = torch.cat([encoder_attention_mask.new_ones(image.shape[:2]), encoder_attention_mask], 1)
+        text_mask = torch.cat(
+            [encoder_attention_mask.new_ones(image.shape[:2]), encoder_attention_mask], 1
+        )
         mask = torch.cat([valid, text_mask.bool()], dim=1)[:, None, None, :]  # (B, 1, 1, N)
         for block in [*self.transformer_blocks, *self.single_transformer_blocks]:
             args = (tokens, text, temb, mask, rope)
@@ -298,7 +340,7 @@ class FramePackTransformer(ModelMixin, ConfigMixin):
                 tokens, text = self._gradient_checkpointing_func(block, *args)
             else:
                 tokens, text = block(*args)
-        out = self.proj_out(self.norm_out(tokens[:, -targets.shape[1]:], temb))
+        out = self.proj_out(self.norm_out(tokens[:, -targets.shape[1] :], temb))
         out = out.reshape(batch, frames, height // p, width // p, -1, 1, p, p)
         return out.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
@@ -315,10 +357,12 @@ class FramePackTransformer(ModelMixin, ConfigMixin):
         n = max(s.shape[0] for s in seqs)
         valid = torch.zeros(len(seqs), n, dtype=torch.bool, device=targets.device)
         for b, s in enumerate(seqs):
-            valid[b, n - s.shape[0]:] = True
+            valid[b, n - s.shape[0] :] = True
         tokens = torch.stack([F.pad(s, (0, 0, n - s.shape[0], 0)) for s in seqs])
         rope = tuple(
-            torch.stack([F.pad(r[i], (0, 0, n - r[i].shape[0], 0)) for r in ropes]).to(targets.device)
+            torch.stack([F.pad(r[i], (0, 0, n - r[i].shape[0], 0)) for r in ropes]).to(
+                targets.device
+            )
             for i in range(2)
         )
         return tokens, rope, valid
@@ -375,8 +419,8 @@ def inflate_projection(source: nn.Conv3d, target: nn.Conv3d) -> None:
     """
     src = source.weight.detach().float()
     size = target.weight.shape[2:]
-    if all(t % s == 0 for t, s in zip(size, src.shape[2:])):
-        for dim, (t, s) in enumerate(zip(size, src.shape[2:])):
+    if all(t % s == 0 for t, s in zip(size, src.shape[2:], strict=True)):
+        for dim, (t, s) in enumerate(zip(size, src.shape[2:], strict=True)):
             src = src.repeat_interleave(t // s, dim=2 + dim)
     else:
         src = F.interpolate(src, size=tuple(size), mode="trilinear", align_corners=False)

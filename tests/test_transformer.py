@@ -76,24 +76,44 @@ def test_parity_with_diffusers(tiny_arch, inverted, batch):
     ours = _ours(ref, tiny_arch)
     x = _released_inputs(batch, inverted)
     tgt, clean_idx, two, four = x["indices"]
-    common = {k: x[k] for k in ("hidden_states", "timestep", "encoder_hidden_states",
-                                "encoder_attention_mask", "pooled_projections", "image_embeds",
-                                "guidance")}
+    common = {
+        k: x[k]
+        for k in (
+            "hidden_states",
+            "timestep",
+            "encoder_hidden_states",
+            "encoder_attention_mask",
+            "pooled_projections",
+            "image_embeds",
+            "guidance",
+        )
+    }
     with torch.no_grad():
-        want = ref(**common, indices_latents=tgt, latents_clean=x["latents_clean"],
-                   indices_latents_clean=clean_idx, latents_history_2x=x["latents_history_2x"],
-                   indices_latents_history_2x=two, latents_history_4x=x["latents_history_4x"],
-                   indices_latents_history_4x=four, return_dict=False)[0]
-        got = ours(**common, target_positions=tgt.expand(batch, -1),
-                   context=[_as_groups(x, b) for b in range(batch)])
+        want = ref(
+            **common,
+            indices_latents=tgt,
+            latents_clean=x["latents_clean"],
+            indices_latents_clean=clean_idx,
+            latents_history_2x=x["latents_history_2x"],
+            indices_latents_history_2x=two,
+            latents_history_4x=x["latents_history_4x"],
+            indices_latents_history_4x=four,
+            return_dict=False,
+        )[0]
+        got = ours(
+            **common,
+            target_positions=tgt.expand(batch, -1),
+            context=[_as_groups(x, b) for b in range(batch)],
+        )
     assert got.shape == want.shape
     rel = ((got - want).abs().max() / want.abs().max()).item()
     assert rel < 1e-5, rel
 
 
 def test_state_dict_keys_match_released(tiny_arch):
-    ref = HunyuanVideoFramepackTransformer3DModel(**tiny_arch, has_image_proj=True,
-                                                  has_clean_x_embedder=True)
+    ref = HunyuanVideoFramepackTransformer3DModel(
+        **tiny_arch, has_image_proj=True, has_clean_x_embedder=True
+    )
     ours = FramePackTransformer(**tiny_arch)
     want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in ours.state_dict().items()}

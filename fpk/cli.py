@@ -1,0 +1,274 @@
+"""The `fpk` command line: a thin Typer layer over the library.
+
+Options are declared once as Annotated aliases. Every FpkError becomes one line on stderr and
+its exit code; nothing here computes anything the library does not.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fpk.errors import FpkError, NotAvailableError
+
+app = typer.Typer(
+    name="fpk",
+    help="Batch video generation with FramePack: packed frame context, anti-drifting sampling.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+presets_app = typer.Typer(help="List and show presets.", no_args_is_help=True)
+app.add_typer(presets_app, name="presets")
+
+# --- option aliases, declared once -------------------------------------------------------
+
+PresetOpt = Annotated[
+    str,
+    typer.Option(
+        "--preset", help="Preset name (base, lite, extended, tiny) or path to a TOML file."
+    ),
+]
+ResolutionOpt = Annotated[
+    str | None,
+    typer.Option("--resolution", help="WIDTHxHEIGHT, e.g. 832x480 (default: the preset's)."),
+]
+WindowOpt = Annotated[
+    int | None,
+    typer.Option("--window", help="Latent frames per section (default: the preset's, 9)."),
+]
+ScheduleOpt = Annotated[
+    str | None,
+    typer.Option("--schedule", help="Packing schedule by name (default: the preset's)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+PromptOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--prompt", help='Prompt; timestamped: "[0s: a cat sits] [3s-5s: the cat jumps]".'
+    ),
+]
+LenOpt = Annotated[
+    str | None, typer.Option("--len", help="Length: 5s, 1m30s, 150f or plain seconds.")
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+StepsOpt = Annotated[int | None, typer.Option("--steps", help="Denoising steps (default 25).")]
+CfgOpt = Annotated[
+    float | None, typer.Option("--cfg", help="Real CFG scale; >1 runs the negative prompt.")
+]
+GuidanceOpt = Annotated[
+    float | None, typer.Option("--guidance", help="Distilled guidance (default 10).")
+]
+SamplerOpt = Annotated[
+    str | None, typer.Option("--sampler", help="inverted, anti-drifting, vanilla or forward.")
+]
+CrfOpt = Annotated[
+    int | None, typer.Option("--crf", help="H.264 quality, 0 lossless (default 16).")
+]
+FpsOpt = Annotated[int | None, typer.Option("--fps", help="Output frame rate (default 30).")]
+WeightsOpt = Annotated[
+    Path | None, typer.Option("--weights", help="Local folder with the weights.")
+]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: best).")
+]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
+ManifestOpt = Annotated[
+    Path | None, typer.Option("--manifest", help="TOML or JSONL file with one job per entry.")
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo jobs whose output exists.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress display.")]
+
+
+def _not_yet(command: str, issue: str) -> None:
+    raise NotAvailableError(
+        f"`fpk {command}` is not available yet in fpk {_version()} ({issue}); "
+        "`fpk inspect-context` and `fpk presets` work now"
+    )
+
+
+def _version() -> str:
+    from fpk import __version__
+
+    return __version__
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+@app.command("inspect-context")
+def inspect_context(
+    preset: PresetOpt = "base",
+    resolution: ResolutionOpt = None,
+    window: WindowOpt = None,
+    history_frames: Annotated[
+        int, typer.Option("--history-frames", help="History frames T behind the section.")
+    ] = 1000,
+    schedule: ScheduleOpt = None,
+    anchors: Annotated[
+        int, typer.Option("--anchors", help="Anchored frames at full resolution (the start image).")
+    ] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the context accounting of a preset: tokens per level, total, bound, parameters."""
+    from fpk.accounting import context_report
+    from fpk.config import load_preset, parse_resolution
+
+    res = parse_resolution(resolution) if resolution else None
+    report = context_report(load_preset(preset), res, window, history_frames, schedule, anchors)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    from fpk.render import print_context_report
+
+    print_context_report(report)
+
+
+@presets_app.command("list")
+def presets_list(as_json: JsonOpt = False) -> None:
+    """List the presets that ship with fpk."""
+    from fpk.config import load_preset, preset_names
+
+    presets = [load_preset(n) for n in preset_names()]
+    if as_json:
+        rows = [
+            {
+                "name": p.name,
+                "label": p.label,
+                "resolution": str(p.sampling.resolution),
+                "schedule": p.schedule.name,
+                "description": p.description,
+            }
+            for p in presets
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from fpk.render import print_presets
+
+    print_presets(presets)
+
+
+@presets_app.command("show")
+def presets_show(
+    name: Annotated[str, typer.Argument(help="Preset name or TOML path.")], as_json: JsonOpt = False
+) -> None:
+    """Show every setting of one preset."""
+    from fpk.config import load_preset, preset_as_dict
+
+    data = preset_as_dict(load_preset(name))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from fpk.render import print_preset
+
+    print_preset(data)
+
+
+@app.command()
+def generate(
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Start image (omit for text-to-video).")
+    ] = None,
+    prompt: PromptOpt = None,
+    length: LenOpt = None,
+    end_image: Annotated[
+        Path | None, typer.Option("--end-image", help="Image the video ends on.")
+    ] = None,
+    end_strength: Annotated[
+        float, typer.Option("--end-strength", help="Weight of the end image, 0..1.")
+    ] = 1.0,
+    manifest: ManifestOpt = None,
+    preset: PresetOpt = "tiny",
+    seed: SeedOpt = None,
+    steps: StepsOpt = None,
+    cfg: CfgOpt = None,
+    guidance: GuidanceOpt = None,
+    window: WindowOpt = None,
+    sampler: SamplerOpt = None,
+    resolution: ResolutionOpt = None,
+    crf: CrfOpt = None,
+    fps: FpsOpt = None,
+    weights: WeightsOpt = None,
+    out: OutOpt = Path("out"),
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
+) -> None:
+    """Generate a video from an image (or from text alone), one job or a manifest of many."""
+    _not_yet("generate", "the pipeline lands with issue 'fpk generate'")
+
+
+@app.command()
+def extend(
+    video: Annotated[Path, typer.Argument(help="Clip to continue.")],
+    prompt: PromptOpt = None,
+    length: LenOpt = None,
+    context_frames: Annotated[
+        int | None,
+        typer.Option("--context-frames", help="Source frames that enter the history."),
+    ] = None,
+    anchor_image: Annotated[
+        Path | None,
+        typer.Option("--anchor-image", help="Start-image stream (default: first frame)."),
+    ] = None,
+    keep_source: Annotated[
+        bool, typer.Option("--keep-source/--no-keep-source", help="Output source + continuation.")
+    ] = True,
+    reencode_source: Annotated[
+        bool, typer.Option("--reencode-source", help="Pass the source through the VAE too.")
+    ] = False,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Extend backwards in time.")] = False,
+    preset: PresetOpt = "tiny",
+    seed: SeedOpt = None,
+    steps: StepsOpt = None,
+    resolution: ResolutionOpt = None,
+    crf: CrfOpt = None,
+    fps: FpsOpt = None,
+    weights: WeightsOpt = None,
+    out: OutOpt = Path("out"),
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Continue an existing clip forward (or backward with --reverse)."""
+    _not_yet("extend", "it lands with issue 'fpk extend'")
+
+
+@app.command()
+def benchmark(
+    sampler: Annotated[str, typer.Option("--sampler", help="A sampler name, or 'all'.")] = "all",
+    quick: Annotated[
+        bool, typer.Option("--quick", help="The short run (under 10 minutes on 2 cores).")
+    ] = False,
+    preset: PresetOpt = "tiny",
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per configuration.")] = 3,
+    out: OutOpt = Path("bench"),
+    device: DeviceOpt = None,
+) -> None:
+    """Measure samplers, drift and cost side by side; writes report.json and PNG plots."""
+    _not_yet("benchmark", "it lands with issue 'fpk benchmark'")
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the app; an FpkError becomes one line on stderr and its exit code.
+
+    Typer's standalone mode already turns bad options into a usage message and exit code 2.
+    """
+    try:
+        app(args=argv, prog_name="fpk")
+    except FpkError as err:
+        typer.echo(f"fpk: error: {err}", err=True)
+        sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,115 @@
+"""Rich rendering of reports and (later) progress events. The library never prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from fpk.accounting import ContextReport, LayoutCount
+
+
+def _console() -> Console:
+    return Console()
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
+
+
+def _kernel(k: tuple[int, int, int]) -> str:
+    return "(" + ",".join(map(str, k)) + ")"
+
+
+def print_context_report(r: ContextReport) -> None:
+    console = _console()
+    params = (
+        f"{r.parameters / 1e9:.2f}B" if r.parameters and r.parameters > 1e8 else f"{r.parameters:,}"
+    )
+    console.print(
+        f"[bold]{r.preset}[/] ({r.label}, {params} parameters)  {r.resolution} -> latent "
+        f"{r.latent_width}x{r.latent_height}, patch {_kernel(r.patch_kernel)}"
+    )
+    console.print(
+        f"per-frame tokens Lf = {r.per_frame_tokens:,}   window S = {r.window} "
+        f"({r.predicted_tokens:,} predicted tokens)   history T = {r.history_frames:,} frames"
+    )
+    console.print(_layout_table(r.layout, f"schedule '{r.layout.schedule}'"))
+    _print_totals(console, r)
+    if r.weights_layout is not None:
+        console.print(
+            f"\n[yellow]The {r.preset} weights were trained with layout "
+            f"'{r.layout_in_use}'; generation uses it:[/]"
+        )
+        console.print(_layout_table(r.weights_layout, f"layout in use '{r.layout_in_use}'"))
+        w = r.weights_layout
+        console.print(
+            f"input context in use: [bold]{w.input_tokens:,}[/] tokens "
+            f"({w.anchor_tokens:,} anchor + {w.history_tokens:,} history) beside the bound "
+            f"{_fmt(r.converged_input_context)}"
+        )
+
+
+def _layout_table(layout: LayoutCount, title: str) -> Table:
+    table = Table(title=f"{title}: {layout.description}", title_justify="left")
+    for col in ("level", "role", "kernel", "frames", "positions", "groups", "tokens", "padding"):
+        table.add_column(col, justify="right" if col not in ("role", "kernel") else "left")
+    for row in layout.levels:
+        pos = "" if row.first_position is None else f"{row.first_position}..{row.last_position}"
+        frames = f"{row.frames:,}" + (f" ({row.zero_frames} zero)" if row.zero_frames else "")
+        table.add_row(
+            str(row.level),
+            row.role,
+            _kernel(row.kernel),
+            frames,
+            pos,
+            f"{row.groups:,}",
+            f"{row.tokens:,}",
+            _fmt(row.padding),
+        )
+    return table
+
+
+def _print_totals(console: Console, r: ContextReport) -> None:
+    lay = r.layout
+    bound = "unbounded (append tail)" if lay.schedule_bound is None else f"{lay.schedule_bound:,}"
+    console.print(
+        f"anchor frames: {r.anchor_frames} x {_kernel(r.patch_kernel)} = "
+        f"{lay.anchor_tokens:,} tokens\n"
+        f"packed history: [bold]{lay.history_tokens:,}[/] tokens "
+        f"(exact {_fmt(lay.history_exact_tokens)} + padding {_fmt(lay.padding_tokens)}); "
+        f"{lay.dropped_frames:,} frames dropped by the tail rule '{lay.tail}'\n"
+        f"closed form Lf(1-1/l^T)/(1-1/l), l = {r.ratio:g}: {_fmt(r.closed_form_history)}   "
+        f"geometric: {'yes' if lay.geometric else 'no'}\n"
+        f"converged input context Lf*l/(l-1): [bold]{_fmt(r.converged_input_context)}[/]   "
+        f"schedule's own maximum: {bound}\n"
+        f"section total: {r.predicted_tokens:,} predicted + {lay.input_tokens:,} input = "
+        f"[bold]{r.total_tokens:,}[/] tokens"
+    )
+
+
+def print_presets(presets: list[Any]) -> None:
+    table = Table(title="presets")
+    for col in ("name", "label", "resolution", "schedule", "description"):
+        table.add_column(col)
+    for p in presets:
+        table.add_row(p.name, p.label, str(p.sampling.resolution), p.schedule.name, p.description)
+    _console().print(table)
+
+
+def print_preset(data: dict[str, Any]) -> None:
+    console = _console()
+    console.print(f"[bold]{data['name']}[/] ({data['label']}): {data['description']}")
+    for section in ("architecture", "vae", "sampling", "weights"):
+        table = Table(title=section, title_justify="left", show_header=False)
+        for key, value in data[section].items():
+            table.add_row(key, str(value))
+        console.print(table)
+    sched = data["schedule"]
+    console.print(
+        f"schedule '{sched['name']}': tail {sched['tail']}, fill {sched['fill']}, "
+        f"lambda {sched['ratio']}"
+    )
+    for lv in sched["levels"]:
+        console.print(f"  {lv['frames']} frame(s) at {_kernel(lv['kernel'])}")
