@@ -169,6 +169,59 @@ def presets_show(
     print_preset(data)
 
 
+@app.command("check-weights")
+def check_weights(
+    preset: PresetOpt = "base",
+    weights: WeightsOpt = None,
+    schedule: ScheduleOpt = None,
+    allow_untrained_layout: Annotated[
+        bool,
+        typer.Option(
+            "--allow-untrained-layout", help="Run weights on a layout they were not trained with."
+        ),
+    ] = False,
+    component: Annotated[
+        list[str] | None, typer.Option("--component", help="Load only these (repeatable).")
+    ] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load a preset's weights (safetensors only) and report what was found."""
+    from fpk.config import load_preset
+    from fpk.devices import pick_device, pick_dtype
+    from fpk.loading import COMPONENTS, load_components
+
+    p = load_preset(preset)
+    dev = pick_device(device)
+    parts = component or list(COMPONENTS)
+    comps = load_components(
+        p,
+        weights,
+        parts=parts,
+        schedule=schedule,
+        allow_untrained_layout=allow_untrained_layout,
+        dtype=pick_dtype(dtype, dev),
+        device=dev,
+    )
+    report = {
+        "preset": p.name,
+        "device": str(dev),
+        "layout": comps.schedule.name if comps.schedule else None,
+        "transformer_parameters": sum(t.numel() for t in comps.transformer.parameters())
+        if comps.transformer is not None
+        else None,
+        "new_keys": comps.new_keys,
+        "sources": comps.sources,
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for name, where in report["sources"].items():
+        typer.echo(f"{name:18} {where}")
+    typer.echo(f"layout in use: {report['layout']}; new projection keys: {len(comps.new_keys)}")
+
+
 @app.command()
 def generate(
     image: Annotated[

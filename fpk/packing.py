@@ -106,6 +106,12 @@ class PackPlan:
     groups: tuple[PackedGroup, ...]
     dropped: range
     history_frames: int
+    step: int = -1  # -1: history precedes the section; +1: it follows (inverted)
+
+    def real_positions(self, group: PackedGroup) -> range:
+        """Positions of the group's frames that exist (zero frames lie farthest away)."""
+        n = len(group.positions) - group.zero_frames
+        return group.positions[-n:] if self.step < 0 and n else group.positions[:n]
 
     @property
     def tokens(self) -> int:
@@ -203,7 +209,7 @@ def pack_history(
     tail = _positions(origin, step, rank, max(0, history - rank))
     groups.extend(_tail_groups(schedule, grid, tail))
     dropped = tail if schedule.tail == "delete" else range(0)
-    return PackPlan(groups=tuple(groups), dropped=dropped, history_frames=history)
+    return PackPlan(groups=tuple(groups), dropped=dropped, history_frames=history, step=step)
 
 
 def _positions(origin: int, step: int, first_rank: int, count: int) -> range:

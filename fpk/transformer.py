@@ -11,7 +11,7 @@ state-dict keys are those of `lllyasviel/FramePackI2V_HY` (= diffusers'
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,7 +31,7 @@ from diffusers.models.transformers.transformer_hunyuan_video import (
 from torch import nn
 
 from fpk.config import Architecture
-from fpk.packing import Kernel, Schedule
+from fpk.packing import Kernel, PackPlan, Schedule
 
 #: Projection names of the released checkpoints, by kernel.
 RELEASED_PROJECTIONS: dict[Kernel, str] = {
@@ -62,6 +62,27 @@ class ContextGroup:
     positions: torch.Tensor
     kernel: Kernel
     mode: GroupMode = "frames"
+
+
+MODES: dict[str, GroupMode] = {"level": "frames", "tail-pool": "pool", "tail-append": "append"}
+
+
+def groups_from_plan(plan: PackPlan, frames: Callable[[range], torch.Tensor]) -> list[ContextGroup]:
+    """Context groups of a packing plan, least important first (the order diffusers uses).
+
+    `frames(positions)` returns the latents (C, F, H, W) of real history frames at those
+    timeline positions; zero-filled frames are added on the side away from the section.
+    """
+    out = []
+    for group in reversed(plan.groups):
+        real = plan.real_positions(group)
+        latents = frames(real)
+        if group.zero_frames:
+            zeros = latents.new_zeros(latents.shape[0], group.zero_frames, *latents.shape[2:])
+            latents = torch.cat([zeros, latents] if plan.step < 0 else [latents, zeros], dim=1)
+        positions = torch.arange(group.positions.start, group.positions.stop)
+        out.append(ContextGroup(latents, positions, group.kernel, MODES[group.role]))
+    return out
 
 
 def _pad_to_kernel(x: torch.Tensor, kernel: Sequence[int]) -> torch.Tensor:
@@ -325,7 +346,7 @@ class FramePackTransformer(ModelMixin, ConfigMixin):
         batch, _, frames, height, width = hidden_states.shape
         p = self.config.patch_size
         targets = self.x_embedder(hidden_states)  # (B, S*h*w, D)
-        tokens, rope, valid = self._pack(targets, target_positions, context, height, width)
+        tokens, rope, valid = self.embed_sequence(targets, target_positions, context, height, width)
         temb, _ = self.time_text_embed(timestep, pooled_projections, guidance)
         text = self.context_embedder(encoder_hidden_states, timestep, encoder_attention_mask)
         image = self.image_projection(image_embeds)
@@ -344,7 +365,7 @@ class FramePackTransformer(ModelMixin, ConfigMixin):
         out = out.reshape(batch, frames, height // p, width // p, -1, 1, p, p)
         return out.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
-    def _pack(self, targets, target_positions, context, height, width):
+    def embed_sequence(self, targets, target_positions, context, height, width):
         """Left-padded token sequences [context..., targets] with RoPE and a validity mask."""
         patch: Kernel = (self.config.patch_size_t, self.config.patch_size, self.config.patch_size)
         seqs, ropes = [], []

@@ -22,3 +22,23 @@ TINY_ARCH = dict(
 @pytest.fixture
 def tiny_arch() -> dict:
     return dict(TINY_ARCH)
+
+
+WORDS = "a the red green blue circle square moves to top bottom left right corner and stops".split()
+
+
+@pytest.fixture(scope="session")
+def tiny_saved(tmp_path_factory):
+    """Tiny random components of the real classes for the `tiny` preset, saved in the real
+    layout (transformer sharded with an index); returns (preset, components, folder)."""
+    from fpk.config import load_preset
+    from fpk.tiny import build_components, save_components
+
+    preset = load_preset("tiny")
+    components = build_components(preset, WORDS, seed=0)
+    with __import__("torch").no_grad():  # zero-initialised layers would hide bugs
+        for p in components["transformer"].parameters():
+            p.normal_(0, 0.1)
+    folder = tmp_path_factory.mktemp("weights")
+    save_components(components, folder, max_shard_size="500KB")
+    return preset, components, folder

@@ -1,0 +1,33 @@
+"""Choosing a device and dtype: probed when asked, never at import time."""
+
+from __future__ import annotations
+
+from fpk.errors import UsageError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def pick_device(name: str | None):
+    """The torch device for `name` (default: cuda if available, else cpu)."""
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device '{name}' is not a device (try cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    return device
+
+
+def pick_dtype(name: str | None, device):
+    """bfloat16 on a GPU, float32 on a CPU, unless `name` says otherwise."""
+    import torch
+
+    if name is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise UsageError(f"--dtype '{name}' is not one of {', '.join(DTYPES)}")
+    return getattr(torch, name)

@@ -1,0 +1,174 @@
+"""Small instances of the real component classes, saved in the real directory layout.
+
+The Llama and CLIP text encoders, the SigLIP image encoder and the HunyuanVideo VAE of
+`tiny`-sized presets (and of the test fixtures) are these classes at a small size, with BPE
+tokenizers built for a closed vocabulary: the same `from_pretrained` path loads them as the
+real 13B components.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fpk.config import Preset
+from fpk.transformer import FramePackTransformer, transformer_config
+
+LLAMA_SPECIALS = ("<unk>", "<s>", "</s>", "<pad>")
+CLIP_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
+WORD_START = "\u2581"  # the Metaspace marker Llama's tokenizer prefixes words with
+CLIP_WORD_END = "</w>"
+#: Llama layers: fpk reads the hidden state of layer -3 (HunyuanVideo), so at least 3.
+LLAMA_LAYERS = 3
+
+
+@dataclass(frozen=True)
+class TinySizes:
+    """Sizes of the tiny encoders and VAE; the transformer's come from the preset."""
+
+    vae_channels: tuple[int, ...] = (16, 32, 32)
+    vae_layers: int = 1
+    image_size: int = 32
+    image_patch: int = 8
+    encoder_layers: int = 1
+
+
+def _bpe(words: Iterable[str], prefix: str = "", suffix: str = "") -> tuple[dict[str, int], list]:
+    """Character pieces plus one merge chain per word, so every listed word is one token."""
+    vocab: dict[str, int] = {}
+    merges: list[tuple[str, str]] = []
+    chars = [prefix, *string.ascii_lowercase, *(c + suffix for c in string.ascii_lowercase)]
+    for piece in filter(None, chars):
+        vocab.setdefault(piece, len(vocab))
+    for word in dict.fromkeys(words):
+        pieces = ([prefix] if prefix else []) + list(word)
+        pieces[-1] += suffix
+        current = pieces[0]
+        for piece in pieces[1:]:
+            vocab.setdefault(piece, len(vocab))
+            merges.append((current, piece))
+            current += piece
+            vocab.setdefault(current, len(vocab))
+    return vocab, list(dict.fromkeys(merges))
+
+
+def _with_specials(specials: Iterable[str], vocab: dict[str, int]) -> dict[str, int]:
+    out = {s: i for i, s in enumerate(specials)}
+    for piece in vocab:
+        out.setdefault(piece, len(out))
+    return out
+
+
+def build_tokenizers(words: Iterable[str]):
+    """(Llama tokenizer, CLIP tokenizer) whose vocabularies hold `words` as single tokens."""
+    from transformers import CLIPTokenizer, LlamaTokenizerFast
+
+    words = [w.lower() for w in words]
+    vocab, merges = _bpe(words, prefix=WORD_START)
+    llama = LlamaTokenizerFast(
+        vocab=_with_specials(LLAMA_SPECIALS, vocab),
+        merges=merges,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+    )
+    vocab, merges = _bpe(words, suffix=CLIP_WORD_END)
+    clip = CLIPTokenizer(
+        vocab=_with_specials(CLIP_SPECIALS, vocab), merges=merges, unk_token="<|endoftext|>"
+    )
+    return llama, clip
+
+
+def build_components(
+    preset: Preset, words: Iterable[str], sizes: TinySizes = TinySizes(), seed: int = 0
+) -> dict[str, object]:
+    """Random tiny components of the real classes, shaped to fit `preset`'s transformer."""
+    from diffusers import AutoencoderKLHunyuanVideo
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        LlamaConfig,
+        LlamaModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
+
+    from fpk.loading import image_processor_class
+
+    torch.manual_seed(seed)
+    arch, vae = preset.architecture, preset.vae
+    tokenizer, tokenizer_2 = build_tokenizers(words)
+    heads = 2
+    blocks = len(sizes.vae_channels)
+    return {
+        "transformer": FramePackTransformer(**transformer_config(arch, preset.schedule)),
+        "vae": AutoencoderKLHunyuanVideo(
+            latent_channels=vae.latent_channels,
+            down_block_types=("HunyuanVideoDownBlock3D",) * blocks,
+            up_block_types=("HunyuanVideoUpBlock3D",) * blocks,
+            block_out_channels=sizes.vae_channels,
+            layers_per_block=sizes.vae_layers,
+            norm_num_groups=8,
+            spatial_compression_ratio=vae.spatial_compression,
+            temporal_compression_ratio=vae.temporal_compression,
+        ),
+        "text_encoder": LlamaModel(
+            LlamaConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=arch.text_embed_dim,
+                intermediate_size=2 * arch.text_embed_dim,
+                num_hidden_layers=LLAMA_LAYERS,
+                num_attention_heads=heads,
+                num_key_value_heads=heads,
+                max_position_embeddings=512,
+            )
+        ),
+        "tokenizer": tokenizer,
+        "text_encoder_2": CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer_2),
+                hidden_size=arch.pooled_projection_dim,
+                intermediate_size=2 * arch.pooled_projection_dim,
+                num_hidden_layers=sizes.encoder_layers,
+                num_attention_heads=heads,
+                max_position_embeddings=77,
+                bos_token_id=0,
+                eos_token_id=1,
+                pad_token_id=1,
+            )
+        ),
+        "tokenizer_2": tokenizer_2,
+        "image_encoder": SiglipVisionModel(
+            SiglipVisionConfig(
+                hidden_size=arch.image_proj_dim,
+                intermediate_size=2 * arch.image_proj_dim,
+                num_hidden_layers=sizes.encoder_layers,
+                num_attention_heads=heads,
+                image_size=sizes.image_size,
+                patch_size=sizes.image_patch,
+            )
+        ),
+        "feature_extractor": image_processor_class()(
+            size={"height": sizes.image_size, "width": sizes.image_size}
+        ),
+    }
+
+
+def save_components(
+    components: dict[str, object], folder: Path, max_shard_size: str | None = None
+) -> Path:
+    """Save in the diffusers FramePack layout (`transformer/`, `vae/`, ...), safetensors only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in components.items():
+        kwargs = {}
+        if isinstance(part, torch.nn.Module):
+            kwargs["safe_serialization"] = True
+            if max_shard_size and name == "transformer":
+                kwargs["max_shard_size"] = max_shard_size
+        part.save_pretrained(folder / name, **kwargs)  # type: ignore[attr-defined]
+    return folder
