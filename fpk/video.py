@@ -1,0 +1,105 @@
+"""Writing and reading mp4 with PyAV: H.264, yuv420p, CRF, written atomically.
+
+Frames go to a hidden temporary file beside the output and are renamed into place only when
+the video is complete, so a final path never holds a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from fpk.errors import UsageError
+
+
+def check_writable(folder: Path) -> None:
+    """Raise UsageError unless `folder` exists (or can be made) and accepts files."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {folder}: cannot create the folder ({err.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {folder}: the folder is not writable; choose another --out")
+
+
+def partial_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial.mp4")
+
+
+class VideoWriter:
+    """Append uint8 frames (H, W, 3) as they become final; `close()` publishes the file."""
+
+    def __init__(
+        self,
+        path: Path,
+        fps: int,
+        width: int,
+        height: int,
+        crf: int = 16,
+        tags: dict[str, Any] | None = None,
+    ) -> None:
+        import av
+
+        if width % 2 or height % 2:
+            raise UsageError(f"video size {width}x{height} must be even for yuv420p")
+        if not 0 <= crf <= 51:
+            raise UsageError(f"--crf must be between 0 and 51, got {crf}")
+        self.path = path
+        self.tmp = partial_path(path)
+        self.frames = 0
+        self._container = av.open(str(self.tmp), mode="w", format="mp4")
+        for key, value in (tags or {}).items():
+            self._container.metadata[key] = value if isinstance(value, str) else json.dumps(value)
+        self._stream = self._container.add_stream("libx264", rate=Fraction(fps))
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf)}
+
+    def write(self, frames: np.ndarray) -> None:
+        """Frames (F, H, W, 3) or (H, W, 3), uint8 RGB."""
+        import av
+
+        batch = frames[None] if frames.ndim == 3 else frames
+        for frame in batch:
+            packet = self._stream.encode(
+                av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            )
+            self._container.mux(packet)
+            self.frames += 1
+
+    def close(self) -> Path:
+        self._container.mux(self._stream.encode())  # flush
+        self._container.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._container.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def read_video(path: Path) -> tuple[np.ndarray, dict[str, str], float]:
+    """(frames (F, H, W, 3) uint8, container tags, fps) of a video file."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
+        return frames, dict(container.metadata), float(stream.average_rate or 0)
