@@ -19,11 +19,10 @@ from typing import Any
 
 import torch
 
-from fpk.config import Preset, get_schedule
+from fpk.config import Preset, get_schedule, schedules
 from fpk.errors import UsageError, WeightsError
 from fpk.packing import Kernel, Schedule
 from fpk.transformer import (
-    RELEASED_PROJECTIONS,
     FramePackTransformer,
     inflate_projection,
     projection_name,
@@ -341,7 +340,7 @@ def choose_layout(
 ) -> Schedule:
     """The packing layout to run: the one the weights were trained with, unless forced."""
     if requested is None or requested == trained:
-        return get_schedule(trained) if trained in _named() else preset.schedule
+        return get_schedule(trained) if trained in schedules() else preset.schedule
     if not allow_untrained:
         raise UsageError(
             f"the {preset.name} weights were trained with layout '{trained}', not '{requested}'; "
@@ -351,12 +350,6 @@ def choose_layout(
         f"running weights trained with layout '{trained}' on layout '{requested}'", stacklevel=2
     )
     return get_schedule(requested)
-
-
-def _named() -> set[str]:
-    from fpk.config import schedules
-
-    return set(schedules())
 
 
 def load_components(
@@ -456,6 +449,3 @@ class _quiet_hub:
         for log, level in zip((dlog, tlog), self._levels, strict=True):
             log.set_verbosity(level)
             log.enable_progress_bar()
-
-
-__all__ = ["Components", "load_components", "RELEASED_PROJECTIONS"]
