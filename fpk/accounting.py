@@ -111,16 +111,13 @@ def context_report(
     lf = frame_tokens(grid)
     layout = count_layout(chosen, grid, history, anchors)
     in_use = preset.weights.trained_schedule or chosen.name
-    weights_layout = None
-    if in_use != chosen.name:
-        weights_layout = count_layout(get_schedule(in_use), grid, history, anchors)
+    running = get_schedule(in_use) if in_use != chosen.name else chosen
+    weights_layout = None if running is chosen else count_layout(running, grid, history, anchors)
     params = None
     if with_parameters:
         from fpk.transformer import count_parameters  # torch is imported only here
 
-        params = count_parameters(
-            preset.architecture, get_schedule(in_use) if weights_layout else chosen
-        )
+        params = count_parameters(preset.architecture, running)
     return ContextReport(
         preset=preset.name,
         label=preset.label,

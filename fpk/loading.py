@@ -268,29 +268,33 @@ def _ckpt_kernels(state: dict[str, torch.Tensor]) -> list[Kernel]:
 
 
 def _check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> list[str]:
+    """Raise naming the first keys that do not fit; return the history projections to create."""
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    unexpected = [k for k in state if k not in want]
     mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {want[k]}"
-        for k in state
-        if k in want and tuple(state[k].shape) != want[k]
+        f"{k} {tuple(v.shape)} vs {want[k]}"
+        for k, v in state.items()
+        if k in want and tuple(v.shape) != want[k]
     ]
+    unexpected = [k for k in state if k not in want]
     missing = [k for k in want if k not in state]
-    projections = [k for k in missing if k.startswith("clean_x_embedder.")]
-    problems = (
-        ([f"shapes differ: {', '.join(mismatched[:3])}"] if mismatched else [])
-        + ([f"unexpected keys: {', '.join(unexpected[:3])}"] if unexpected else [])
-        + (
-            [f"missing keys: {', '.join(sorted(set(missing) - set(projections))[:3])}"]
-            if set(missing) - set(projections)
-            else []
+    new = [k for k in missing if k.startswith("clean_x_embedder.")]
+    absent = [k for k in missing if k not in new]
+    problems = [
+        f"{label}: {', '.join(keys[:3])}"
+        for label, keys in (
+            ("shapes differ", mismatched),
+            ("unexpected keys", unexpected),
+            ("missing keys", absent),
         )
-    )
-    has_projection = any(k.startswith("clean_x_embedder.") for k in state)
-    if problems or (projections and not has_projection):
-        detail = "; ".join(problems) or "no history projection to start from"
-        raise WeightsError(f"checkpoint at {folder} does not fit this architecture ({detail})")
-    return projections
+        if keys
+    ]
+    if new and not any(k.startswith("clean_x_embedder.") for k in state):
+        problems.append("no history projection to start from")
+    if problems:
+        raise WeightsError(
+            f"checkpoint at {folder} does not fit this architecture ({'; '.join(problems)})"
+        )
+    return new
 
 
 def nearest_projection(kernel: Kernel, available: Iterable[Kernel]) -> Kernel:
