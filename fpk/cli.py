@@ -83,6 +83,22 @@ ManifestOpt = Annotated[
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo jobs whose output exists.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress display.")]
+EventsJsonOpt = Annotated[bool, typer.Option("--json", help="One JSON event per line.")]
+NegativeOpt = Annotated[
+    str | None, typer.Option("--negative-prompt", help="Negative prompt (used when cfg > 1).")
+]
+PaddingOpt = Annotated[
+    str | None,
+    typer.Option("--padding", help="Inverted positions: released ([3,2,..,2,1,0]) or time-true."),
+]
+SolverOpt = Annotated[str | None, typer.Option("--solver", help="unipc (default) or euler.")]
+BlendOpt = Annotated[
+    int | None,
+    typer.Option("--prompt-blend", help="Sections over which a timestamped prompt fades in."),
+]
+NameOpt = Annotated[
+    str | None, typer.Option("--name", help="Output name (default: input stem + settings hash).")
+]
 
 
 def _not_yet(command: str, issue: str) -> None:
@@ -230,11 +246,12 @@ def generate(
     prompt: PromptOpt = None,
     length: LenOpt = None,
     end_image: Annotated[
-        Path | None, typer.Option("--end-image", help="Image the video ends on.")
+        Path | None, typer.Option("--end-image", help="Image the video ends on (inverted).")
     ] = None,
     end_strength: Annotated[
-        float, typer.Option("--end-strength", help="Weight of the end image, 0..1.")
-    ] = 1.0,
+        float | None, typer.Option("--end-strength", help="Weight of the end image, 0..1.")
+    ] = None,
+    negative_prompt: NegativeOpt = None,
     manifest: ManifestOpt = None,
     preset: PresetOpt = "tiny",
     seed: SeedOpt = None,
@@ -243,19 +260,132 @@ def generate(
     guidance: GuidanceOpt = None,
     window: WindowOpt = None,
     sampler: SamplerOpt = None,
+    padding: PaddingOpt = None,
+    solver: SolverOpt = None,
+    prompt_blend: BlendOpt = None,
     resolution: ResolutionOpt = None,
     crf: CrfOpt = None,
     fps: FpsOpt = None,
+    name: NameOpt = None,
     weights: WeightsOpt = None,
     out: OutOpt = Path("out"),
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
+    as_json: EventsJsonOpt = False,
 ) -> None:
     """Generate a video from an image (or from text alone), one job or a manifest of many."""
-    _not_yet("generate", "the pipeline lands with issue 'fpk generate'")
+    flags = {
+        "image": image, "prompt": prompt, "len": length, "end_image": end_image,
+        "end_strength": end_strength, "negative_prompt": negative_prompt, "seed": seed,
+        "steps": steps, "cfg": cfg, "guidance": guidance, "window": window, "sampler": sampler,
+        "padding": padding, "solver": solver, "prompt_blend": prompt_blend,
+        "resolution": resolution, "crf": crf, "fps": fps, "name": name,
+    }  # fmt: skip
+    _run_jobs(flags, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json)
+
+
+def _run_jobs(flags, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json):
+    """Shared by generate and extend: plan, run with progress, summary, exit code."""
+    from fpk import batch
+    from fpk.config import load_preset
+    from fpk.jobs import read_manifest
+    from fpk.sampling import Cancelled
+
+    _quiet_libraries()
+    p = load_preset(preset)
+    entries = read_manifest(manifest) if manifest else [{}]
+    stop = _StopFlag()
+    with _sink(quiet, as_json) as sink, stop:
+        try:
+            outcomes = batch.generate(
+                p, entries, flags, out, manifest=manifest, weights_dir=weights, device=device,
+                dtype=dtype, sink=sink, should_stop=stop, overwrite=overwrite,
+            )  # fmt: skip
+        except Cancelled:
+            typer.echo(
+                "fpk: interrupted; finished sections are kept. Run the same command again to "
+                "resume.",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+    failed = [o for o in outcomes if o.status == "failed"]
+    if as_json:
+        for o in outcomes:
+            typer.echo(json.dumps({"event": "Outcome", **o.__dict__}))
+    elif len(outcomes) > 1 or (failed and manifest):
+        from fpk.render import print_summary
+
+        print_summary(outcomes)
+    elif failed:
+        typer.echo(f"fpk: error: {failed[0].detail}", err=True)
+    if failed:
+        raise typer.Exit(1 if manifest or len(outcomes) > 1 else failed[0].code)
+
+
+def _quiet_libraries() -> None:
+    """transformers and diffusers log advice (e.g. about torchvision) that is not the user's
+    concern; errors still surface as fpk errors."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    for log in (dlog, tlog):
+        log.set_verbosity_error()
+        log.disable_progress_bar()
+
+
+class _StopFlag:
+    """Ctrl-C sets a flag the sampler checks between steps (a second Ctrl-C kills)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._previous = None
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+    def __enter__(self) -> _StopFlag:
+        import signal
+
+        def handler(signum, frame):
+            if self.stopped:
+                raise KeyboardInterrupt
+            self.stopped = True
+
+        try:
+            self._previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread (e.g. inside a test runner thread)
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class _sink:
+    """The event sink for the chosen output: rich progress, JSON lines, or nothing."""
+
+    def __init__(self, quiet: bool, as_json: bool) -> None:
+        self.quiet, self.as_json = quiet, as_json
+        self.renderer = None
+
+    def __enter__(self):
+        if self.as_json:
+            return lambda e: typer.echo(json.dumps(e.as_dict()))
+        if self.quiet:
+            return lambda e: None
+        from fpk.render import ProgressRenderer
+
+        self.renderer = ProgressRenderer().__enter__()
+        return self.renderer
+
+    def __exit__(self, *exc: object) -> None:
+        if self.renderer is not None:
+            self.renderer.__exit__(*exc)
 
 
 @app.command()

@@ -113,3 +113,106 @@ def print_preset(data: dict[str, Any]) -> None:
     )
     for lv in sched["levels"]:
         console.print(f"  {lv['frames']} frame(s) at {_kernel(lv['kernel'])}")
+
+
+# --- progress of generate / extend -------------------------------------------------------
+
+
+class ProgressRenderer:
+    """Renders fpk.events with rich: a bar per job and per section (steps, s/step, ETA) and
+    a line per section with its place in the order and the tokens of its context."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.job_task = None
+        self.section_task = None
+        self._t = 0.0
+
+    def __enter__(self) -> ProgressRenderer:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Any) -> None:
+        import time
+
+        from fpk import events as ev
+
+        p = self.progress
+        if isinstance(event, ev.JobStarted):
+            self._reset()
+            resumed = f", resuming {event.resumed_sections} done" if event.resumed_sections else ""
+            self.job_task = p.add_task(
+                f"[bold]{event.job}[/] job {event.index}/{event.total}: {event.frames} frames, "
+                f"{event.sampler}{resumed}",
+                total=event.sections,
+                rate="",
+            )
+        elif isinstance(event, ev.SectionStarted):
+            ctx = " + ".join(f"{k} {n:,}" for k, n in event.context)
+            p.console.print(
+                f"  section {event.section + 1}/{event.sections} (order {event.order + 1}), "
+                f"RoPE t {event.positions[0]}..{event.positions[1]}: context {ctx} = "
+                f"{event.context_tokens:,} + {event.target_tokens:,} target tokens"
+            )
+            if self.section_task is not None:
+                p.remove_task(self.section_task)
+            self.section_task = p.add_task(f"  section {event.section + 1}", total=None, rate="")
+            self._t = time.perf_counter()
+        elif isinstance(event, ev.StepDone) and self.section_task is not None:
+            rate = (time.perf_counter() - self._t) / event.step
+            p.update(self.section_task, total=event.steps, completed=event.step,
+                     rate=f"{rate:.2f} s/step")  # fmt: skip
+        elif isinstance(event, ev.SectionDone) and self.job_task is not None:
+            p.advance(self.job_task)
+        elif isinstance(event, ev.JobDone):
+            self._reset()
+            p.console.print(f"[green]done[/] {event.path} ({event.frames} frames, "
+                            f"{event.seconds:.1f} s)")  # fmt: skip
+        elif isinstance(event, ev.JobSkipped):
+            p.console.print(f"[cyan]skipped[/] {event.job}: {event.reason} ({event.path})")
+        elif isinstance(event, ev.JobFailed):
+            self._reset()
+            p.console.print(f"[red]failed[/] {event.job}: {event.error}")
+        elif isinstance(event, ev.Message):
+            p.console.print(event.text)
+
+    def _reset(self) -> None:
+        for task in (self.section_task, self.job_task):
+            if task is not None:
+                self.progress.remove_task(task)
+        self.section_task = self.job_task = None
+
+
+def print_summary(outcomes: list[Any], console: Console | None = None) -> None:
+    """A table of every job's outcome."""
+    table = Table(title="summary", title_justify="left")
+    for col in ("job", "status", "seconds", "output or error"):
+        table.add_column(col, overflow="fold")
+    colour = {"done": "green", "skipped": "cyan", "failed": "red"}
+    for o in outcomes:
+        table.add_row(
+            o.name, f"[{colour[o.status]}]{o.status}[/]", f"{o.seconds:.1f}", o.detail
+        )
+    (console or Console(stderr=True)).print(table)

@@ -1,0 +1,80 @@
+"""Decoding latents to frames in time order with overlapping chunks, memory flat in length.
+
+The causal VAE decodes latent frames [a, b) to 1 + t*(b - a - 1) pixel frames, the first of
+which stands for the last pixel frame of latent a (global pixel t*a; latent 0 is the start
+frame, pixel 0). FramePack's demo decodes each section together with `overlap` latent frames
+of its neighbour and cross-fades the t*overlap - (t - 1) pixel frames they share (overlap =
+window gives its window*4-3). Here chunks go in time order and each latent frame is decoded at
+most twice (once more only where chunks overlap); frames are handed out as soon as no later
+chunk can change them, so only one chunk of pixels is ever held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: int  # first latent frame (inclusive)
+    stop: int  # last latent frame + 1
+    first_pixel: int  # global pixel index of the chunk's first decoded frame
+    blend: int  # leading pixel frames shared with the previous chunk
+
+
+def plan_chunks(latent_frames: int, window: int, overlap: int, temporal: int = 4) -> list[Chunk]:
+    """Chunks covering latent frames [0, latent_frames): start frame + one window each."""
+    overlap = max(1, min(overlap, window))
+    chunks = [Chunk(0, min(latent_frames, 1 + window), 0, 0)]
+    while chunks[-1].stop < latent_frames:
+        start = chunks[-1].stop - overlap
+        stop = min(latent_frames, chunks[-1].stop + window)
+        shared = temporal * (chunks[-1].stop - 1) - temporal * start + 1
+        chunks.append(Chunk(start, stop, temporal * start, shared))
+    return chunks
+
+
+def pixel_frames(latent_frames: int, temporal: int = 4) -> int:
+    return 1 + temporal * (latent_frames - 1)
+
+
+def stream_frames(
+    decode: Callable[[int, int], torch.Tensor],
+    latent_frames: int,
+    window: int,
+    overlap: int,
+    limit: int,
+    temporal: int = 4,
+) -> Iterator[torch.Tensor]:
+    """Yield final pixel frames (3, F, H, W) in order, `limit` in all.
+
+    `decode(start, stop)` decodes latent frames [start, stop) to (3, F, H, W).
+    """
+    pending: torch.Tensor | None = None  # decoded frames a later chunk may still blend
+    emitted = 0
+    chunks = plan_chunks(latent_frames, window, overlap, temporal)
+    for i, chunk in enumerate(chunks):
+        if emitted >= limit:
+            return
+        pixels = decode(chunk.start, chunk.stop)
+        if pending is not None and chunk.blend:
+            pixels = crossfade(pending[:, -chunk.blend :], pixels, chunk.blend)
+        last = i == len(chunks) - 1
+        keep = 0 if last else chunks[i + 1].blend
+        final = pixels[:, : pixels.shape[1] - keep]
+        pending = pixels[:, pixels.shape[1] - keep :] if keep else None
+        out = final[:, : max(0, limit - emitted)]
+        emitted += out.shape[1]
+        if out.shape[1]:
+            yield out
+
+
+def crossfade(previous: torch.Tensor, current: torch.Tensor, shared: int) -> torch.Tensor:
+    """`current` with its first `shared` frames faded in linearly from `previous`'s last."""
+    w = torch.linspace(1, 0, shared, dtype=current.dtype, device=current.device)
+    w = w.view(1, -1, 1, 1)
+    head = w * previous[:, -shared:] + (1 - w) * current[:, :shared]
+    return torch.cat([head, current[:, shared:]], dim=1)
