@@ -115,7 +115,12 @@ def open_image(path: Path, what: str = "--image"):
                     f"{what} {path}: {w}x{h} is too small (at least {MIN_IMAGE_SIDE} px a side)"
                 )
             return img.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise UsageError(
+            f"{what} {path}: the image is too large (over {MAX_IMAGE_PIXELS / 1e6:.0f} MP); "
+            "downscale it first"
+        ) from None
+    except UnidentifiedImageError:
         raise UsageError(
             f"{what} {path}: not an image PIL can read (png, jpg, webp, ...)"
         ) from None

@@ -314,7 +314,7 @@ def plan_jobs(
             job = resolve_job(preset, entry, flags, out, loc, weights_identity, base)
             planned.append(Planned(job.name, job))
         except FpkError as err:
-            message = str(err) if where is None else f"{loc}: {err}"
+            message = str(err) if where is None or loc in str(err) else f"{loc}: {err}"
             planned.append(Planned(label, None, type(err)(message)))
     names = [p.job.name for p in planned if p.job]
     dupes = sorted({n for n in names if names.count(n) > 1})

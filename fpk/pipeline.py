@@ -374,7 +374,12 @@ def _write_video(rt: Runtime, job: JobSpec, latents, sgrid: SectionGrid, sink) -
         return cond.decode_latents(vae, torch.stack(frames[start:stop], dim=1))
 
     h, w = first.shape[-2] * _spatial(rt), first.shape[-1] * _spatial(rt)
-    tags = {"comment": f"fpk {job.name}", "fpk_prompt": job.prompt, "fpk_seed": str(job.seed)}
+    tags = {
+        "description": job.prompt,
+        "comment": f"fpk {job.name}: preset {job.preset}, seed {job.seed}",
+        "fpk_prompt": job.prompt,
+        "fpk_seed": str(job.seed),
+    }
     written = 0
     with VideoWriter(job.output, job.fps, w, h, job.crf, tags) as writer:
         for chunk in stream_frames(decode, sgrid.latent_frames, job.window, job.window,

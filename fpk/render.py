@@ -212,7 +212,10 @@ def print_summary(outcomes: list[Any], console: Console | None = None) -> None:
         table.add_column(col, overflow="fold")
     colour = {"done": "green", "skipped": "cyan", "failed": "red"}
     for o in outcomes:
-        table.add_row(
-            o.name, f"[{colour[o.status]}]{o.status}[/]", f"{o.seconds:.1f}", o.detail
-        )
-    (console or Console(stderr=True)).print(table)
+        detail = "see below" if o.status == "failed" else o.detail
+        table.add_row(o.name, f"[{colour[o.status]}]{o.status}[/]", f"{o.seconds:.1f}", detail)
+    console = console or Console(stderr=True)
+    console.print(table)
+    for o in outcomes:  # whole lines, so that errors can be read and copied
+        if o.status == "failed":
+            console.print(f"failed {o.name}: {o.detail}", soft_wrap=True, markup=False)

@@ -24,8 +24,14 @@ def check_writable(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"--out {folder}: cannot create the folder ({err.strerror})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {folder}: the folder is not writable; choose another --out")
+    probe = folder / f".fpk-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(
+            f"--out {folder}: the folder is not writable ({err.strerror}); choose another --out"
+        ) from None
 
 
 def partial_path(path: Path) -> Path:
@@ -53,7 +59,9 @@ class VideoWriter:
         self.path = path
         self.tmp = partial_path(path)
         self.frames = 0
-        self._container = av.open(str(self.tmp), mode="w", format="mp4")
+        self._container = av.open(
+            str(self.tmp), mode="w", format="mp4", options={"movflags": "use_metadata_tags"}
+        )
         for key, value in (tags or {}).items():
             self._container.metadata[key] = value if isinstance(value, str) else json.dumps(value)
         self._stream = self._container.add_stream("libx264", rate=Fraction(fps))
