@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from fpk.errors import FpkError, NotAvailableError
+from fpk.errors import FpkError, NotAvailableError, UsageError
 
 app = typer.Typer(
     name="fpk",
@@ -390,37 +390,65 @@ class _sink:
 
 @app.command()
 def extend(
-    video: Annotated[Path, typer.Argument(help="Clip to continue.")],
+    video: Annotated[
+        Path | None, typer.Argument(help="Clip to continue (omit with --manifest).")
+    ] = None,
     prompt: PromptOpt = None,
     length: LenOpt = None,
     context_frames: Annotated[
         int | None,
-        typer.Option("--context-frames", help="Source frames that enter the history."),
+        typer.Option("--context-frames", help="Source frames that enter the history (1+4k)."),
     ] = None,
     anchor_image: Annotated[
         Path | None,
-        typer.Option("--anchor-image", help="Start-image stream (default: first frame)."),
+        typer.Option("--anchor-image", help="Start-image stream (default: the first frame)."),
     ] = None,
     keep_source: Annotated[
-        bool, typer.Option("--keep-source/--no-keep-source", help="Output source + continuation.")
-    ] = True,
+        bool | None,
+        typer.Option("--keep-source/--no-keep-source", help="Output source + continuation."),
+    ] = None,
     reencode_source: Annotated[
-        bool, typer.Option("--reencode-source", help="Pass the source through the VAE too.")
-    ] = False,
-    reverse: Annotated[bool, typer.Option("--reverse", help="Extend backwards in time.")] = False,
+        bool | None, typer.Option("--reencode-source", help="Pass the source through the VAE.")
+    ] = None,
+    reverse: Annotated[
+        bool | None, typer.Option("--reverse", help="Extend backwards in time.")
+    ] = None,
+    negative_prompt: NegativeOpt = None,
+    manifest: ManifestOpt = None,
     preset: PresetOpt = "tiny",
     seed: SeedOpt = None,
     steps: StepsOpt = None,
+    cfg: CfgOpt = None,
+    guidance: GuidanceOpt = None,
+    window: WindowOpt = None,
+    padding: PaddingOpt = None,
+    solver: SolverOpt = None,
+    prompt_blend: BlendOpt = None,
     resolution: ResolutionOpt = None,
     crf: CrfOpt = None,
     fps: FpsOpt = None,
+    name: NameOpt = None,
     weights: WeightsOpt = None,
     out: OutOpt = Path("out"),
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    as_json: EventsJsonOpt = False,
 ) -> None:
     """Continue an existing clip forward (or backward with --reverse)."""
-    _not_yet("extend", "it lands with issue 'fpk extend'")
+    if video is None and manifest is None:
+        raise UsageError("give the clip to extend (fpk extend CLIP.mp4) or --manifest")
+    flags = {
+        "video": video, "prompt": prompt, "len": length, "context_frames": context_frames,
+        "anchor_image": anchor_image, "keep_source": keep_source,
+        "reencode_source": reencode_source, "reverse": reverse,
+        "negative_prompt": negative_prompt, "seed": seed, "steps": steps, "cfg": cfg,
+        "guidance": guidance, "window": window, "padding": padding, "solver": solver,
+        "prompt_blend": prompt_blend, "resolution": resolution, "crf": crf, "fps": fps,
+        "name": name,
+    }  # fmt: skip
+    _run_jobs(flags, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json)
 
 
 @app.command()
@@ -436,6 +464,91 @@ def benchmark(
 ) -> None:
     """Measure samplers, drift and cost side by side; writes report.json and PNG plots."""
     _not_yet("benchmark", "it lands with issue 'fpk benchmark'")
+
+
+@app.command()
+def train(
+    preset: PresetOpt = "tiny",
+    component: Annotated[
+        str, typer.Option("--component", help="transformer or vae.")
+    ] = "transformer",
+    steps: Annotated[int, typer.Option("--steps", help="Total optimiser steps.")] = 1000,
+    batch: Annotated[int, typer.Option("--batch", help="Sections per step.")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 5e-4,
+    scenes: Annotated[
+        int, typer.Option("--scenes", help="World videos to train on (seeds 0..N-1).")
+    ] = 400,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Save a checkpoint every N steps.")
+    ] = 500,
+    sample_every: Annotated[
+        int, typer.Option("--sample-every", help="Write a sample every N steps (0: never).")
+    ] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")] = False,
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="Components folder (default: the preset's embedded one)."),
+    ] = None,
+    run_dir: Annotated[
+        Path, typer.Option("--run", help="Folder for checkpoints, log and samples.")
+    ] = Path("training"),
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads (0: torch's).")] = 0,
+    seed: SeedOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a preset's transformer (or VAE) on fpk's synthetic world."""
+    from fpk import train as tr
+    from fpk.config import load_preset
+    from fpk.loading import EMBEDDED_DIR
+
+    _quiet_libraries()
+    p = load_preset(preset)
+    if steps < 1 or batch < 1 or scenes < 1:
+        raise UsageError("--steps, --batch and --scenes must be at least 1")
+    cfg = tr.TrainConfig(
+        component=component, steps=steps, batch=batch, lr=lr, scenes=scenes,
+        checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed or 0,
+        threads=threads,
+    )  # fmt: skip
+    folder = weights or EMBEDDED_DIR / p.name
+    stop = _StopFlag()
+    with stop, _train_progress(quiet, steps) as sink:
+        ckpt = tr.train(p, folder, run_dir / p.name, cfg, resume, sink, stop)
+    typer.echo(f"checkpoint {ckpt}; weights in {folder}")
+
+
+class _train_progress:
+    def __init__(self, quiet: bool, steps: int) -> None:
+        self.quiet, self.steps, self.progress = quiet, steps, None
+
+    def __enter__(self):
+        if self.quiet:
+            return lambda e: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e}"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+        )  # fmt: skip
+        self.progress.start()
+        task = self.progress.add_task("train", total=self.steps, loss=0.0, lr=0.0)
+
+        def sink(e):
+            self.progress.update(task, completed=e.step, loss=e.loss, lr=e.lr)
+
+        return sink
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 # --- entry point -------------------------------------------------------------------------

@@ -159,6 +159,15 @@ def fit_image(img, size: Resolution) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + size.width, top + size.height)))
 
 
+def fit_image_array(frame: np.ndarray, size: Resolution) -> np.ndarray:
+    """`fit_image` for a decoded frame (H, W, 3) uint8; a frame already that size is kept."""
+    if frame.shape[:2] == (size.height, size.width):
+        return frame
+    from PIL import Image
+
+    return fit_image(Image.fromarray(frame), size)
+
+
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """uint8 (..., H, W, 3) -> float (3, ..., H, W) in [-1, 1] (the VAE's range)."""
     x = torch.from_numpy(np.array(pixels, dtype=np.float32)) / 127.5 - 1

@@ -32,17 +32,27 @@ class SideCount:
     kernels: tuple[tuple[int, int, int], ...]
 
 
+#: Released padding keeps a forward section no further than this many windows from the start
+#: anchor (as the released inverted padding keeps it within 3): long videos and long clips
+#: then stay at positions the model was trained on.
+FORWARD_CAP_WINDOWS = 3
+
+
 def model_shift(step: SectionStep, schedule: Schedule, padding: str) -> int:
     """Shift from true to model positions for `step`.
 
-    The orders give it for inverted sampling. Forward layouts with zero-filled levels (the F1
-    weights: [start | 4x(16) | 2x(2) | 1x(1) | target]) were trained with the target right
-    after a full history, whatever its true time: with released padding the target goes there.
+    The orders give it for inverted sampling. With released padding, forward sections
+    (history only in the past) sit right after a full history when the levels are zero-filled
+    (the F1 weights: [start | 4x(16) | 2x(2) | 1x(1) | target], whatever the true time), and
+    at most FORWARD_CAP_WINDOWS windows after the anchor otherwise.
     """
-    past_only = all(side.step < 0 for side in step.sides)
-    if padding == "released" and schedule.fill == "zeros" and past_only and step.sides:
+    past_only = bool(step.sides) and all(side.step < 0 for side in step.sides)
+    if padding != "released" or not past_only:
+        return step.shift
+    if schedule.fill == "zeros":
         return 1 + ANCHOR_POSITION + schedule.capacity - step.target.start
-    return step.shift
+    window = len(step.target)
+    return min(0, 1 + ANCHOR_POSITION + FORWARD_CAP_WINDOWS * window - step.target.start)
 
 
 def contiguous_known(side: HistorySide, known: set[int]) -> int:

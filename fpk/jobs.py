@@ -78,9 +78,12 @@ class JobSpec:
         data = self.as_dict()
         for key in ("out", "name"):
             data.pop(key)
-        for key in ("image", "end_image", "video"):  # the file's content, not its path
+        for key in ("image", "end_image"):  # the file's content, not its path
             path = getattr(self, key)
             data[key] = _file_digest(path) if path is not None else None
+        if self.video is not None:  # a clip may be large: its size and time stand for it
+            st = self.video.stat()
+            data["video"] = f"{st.st_size}-{st.st_mtime_ns}"
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -238,9 +241,15 @@ def _check_files(spec: JobSpec) -> None:
         open_image(spec.end_image, "--end-image")
         if spec.sampler != "inverted":
             raise UsageError("--end-image needs --sampler inverted (the end is generated first)")
-    anchor = dict(spec.extend).get("anchor_image")
-    if anchor is not None:
-        open_image(Path(anchor), "--anchor-image")
+    extend = dict(spec.extend)
+    if extend.get("anchor_image") is not None:
+        open_image(Path(extend["anchor_image"]), "--anchor-image")
+    if spec.video is not None:
+        from fpk.clips import probe
+
+        probe(spec.video)
+        if extend.get("context_frames") is not None:
+            _int(extend["context_frames"], "context_frames", 1, 10**7)
 
 
 # --- manifests ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ section `padding * window` frames after the start frame, whatever its true time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fpk.errors import UsageError
 
@@ -136,3 +136,15 @@ def known_frames(plan: tuple[SectionStep, ...], upto: int) -> set[int]:
     for step in plan[:upto]:
         known.update(step.target)
     return known
+
+
+def offset(plan: tuple[SectionStep, ...], frames: int) -> tuple[SectionStep, ...]:
+    """The same plan `frames` latent frames later on the timeline (after a clip's tail)."""
+    return tuple(
+        replace(
+            s,
+            target=range(s.target.start + frames, s.target.stop + frames),
+            sides=tuple(HistorySide(side.origin + frames, side.step) for side in s.sides),
+        )
+        for s in plan
+    )

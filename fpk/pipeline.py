@@ -255,20 +255,24 @@ def sample_job(
     index: int = 1,
     total: int = 1,
     source: dict[int, torch.Tensor] | None = None,
+    plan: tuple[SectionStep, ...] | None = None,
+    conds: Conditions | None = None,
+    size: Resolution | None = None,
 ) -> Sampled:
     """Steps 1 to 3: every section's latents, resumed from disk where already finished.
 
-    `source` holds known latents placed on the timeline beforehand (fpk extend's clip).
+    fpk extend passes its own `plan`, the clip's latents as `source` (known frames on the
+    timeline) and `conds` (the anchor it chose).
     """
-    size = job_size(rt, job)
+    size = size or job_size(rt, job)
     grid = rt.preset.latent_grid(size)
     sgrid = section_grid(job.frames, job.window, _temporal(rt))
-    plan = plan_sections(job.sampler, sgrid.sections, job.window, job.padding)
+    plan = plan or plan_sections(job.sampler, sgrid.sections, job.window, job.padding)
     store = SectionStore(job.out / WORK_DIR / job.name, job.settings_hash)
     done = _keys([s for s in plan if store.path(_key(s)).is_file()])
     sink(ev.JobStarted(job.name, index, total, job.frames, sgrid.sections, job.steps,
                        job.sampler, len(done)))  # fmt: skip
-    conds = _conditions(rt, job, grid, size, store)
+    conds = conds or _conditions(rt, job, grid, size, store)
     prompts = prompts_per_section(rt, job, sgrid)
     negative = rt.prompt(job.negative_prompt) if job.cfg > 1 else None
     latents = {0: conds.anchor, **(source or {})}
@@ -394,7 +398,7 @@ def _spatial(rt: Runtime) -> int:
     return rt.components.vae.config.spatial_compression_ratio  # type: ignore[attr-defined]
 
 
-def _write_sidecar(rt, job: JobSpec, size, sgrid, timings, seconds) -> None:
+def _write_sidecar(rt, job: JobSpec, size, sgrid, timings, seconds, extra=None) -> None:
     import diffusers
     import transformers
 
@@ -420,6 +424,7 @@ def _write_sidecar(rt, job: JobSpec, size, sgrid, timings, seconds) -> None:
         "dtype": str(rt.dtype).removeprefix("torch."),
         "section_seconds": timings,
         "seconds": round(seconds, 3),
+        **(extra or {}),
     }
     tmp = job.sidecar.with_name(f".{job.sidecar.name}.partial")
     tmp.write_text(json.dumps(data, indent=2))

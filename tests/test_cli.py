@@ -127,7 +127,7 @@ def test_bad_preset_file_one_line_exit_2(capsys, tmp_path, edit, needle):
     assert "bad.toml" in err
 
 
-@pytest.mark.parametrize("command", [["extend", "clip.mp4"], ["benchmark"]])
+@pytest.mark.parametrize("command", [["benchmark"]])
 def test_unbuilt_commands_say_so(capsys, command):
     code, _, err = run(capsys, *command)
     _one_line_error(code, err, 2, "not available yet")

@@ -1,0 +1,402 @@
+"""`fpk train`: train a preset's VAE or FramePack transformer on the synthetic world.
+
+Transformer (FramePack sec. 3): each sample is one section of a world video, with the exact
+context inference would give it: a sampling order drawn from inverted (released and
+time-true padding), anti-drifting and vanilla, a random video length and a random place in
+the order, packed by the preset's schedule through the same code as `fpk generate`
+(fpk.context). So one model serves every order. Rectified-flow loss on the section's flow
+(noise - data), sigma drawn as inference spaces it; AdamW, gradient clipping, an EMA of the
+weights (what ships), checkpoints in safetensors (model, EMA, optimizer) every N steps,
+`--resume`, and a sample video every N steps.
+
+VAE: the real `AutoencoderKLHunyuanVideo` at a small size, trained on short world clips
+(L1 + MSE + a small KL term); its `scaling_factor` is set so latents have unit variance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fpk import events as ev
+from fpk import world
+from fpk.config import Preset
+from fpk.errors import UsageError
+
+#: The tiny VAE's channel widths: small enough to train and encode quickly on a CPU.
+TINY_VAE_CHANNELS = (8, 16, 32)
+ORDERS_MIX = (  # (order, padding, weight): what the model is trained to serve
+    ("inverted", "released", 0.6),
+    ("inverted", "time-true", 0.1),
+    ("anti-drifting", "time-true", 0.15),
+    ("vanilla", "released", 0.15),
+)
+MAX_SECTIONS = 6  # released padding: [3, 2, .., 2, 1, 0]; longer videos repeat these layouts
+STATIC_AFTER = 1 + 4 * 14  # pixel frames to encode; the world is static after ~1 s
+GUIDANCE = 10.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    component: str = "transformer"
+    steps: int = 1000
+    batch: int = 8
+    lr: float = 5e-4
+    warmup: int = 200
+    clip: float = 1.0
+    ema: float = 0.999
+    checkpoint_every: int = 500
+    sample_every: int = 0
+    scenes: int = 400
+    seed: int = 0
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class TrainProgress(ev.Event):
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    seconds: float
+
+
+# --- components --------------------------------------------------------------------------
+
+
+def ensure_components(preset: Preset, folder: Path, seed: int = 0) -> None:
+    """Random tiny components of the real classes in `folder`, unless already there."""
+    from fpk.tiny import TinySizes, build_components, save_components
+
+    if (folder / "vae" / "config.json").is_file():
+        return
+    comps = build_components(
+        preset, world.vocabulary(), TinySizes(vae_channels=TINY_VAE_CHANNELS), seed
+    )
+    comps["transformer"].register_to_config(fpk_schedule=preset.schedule.name)
+    save_components(comps, folder)
+
+
+def load(preset: Preset, folder: Path):
+    from fpk.loading import load_components
+
+    return load_components(preset, folder)
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, model, ema, optimizer, step: int, log: list[dict]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
+    for i, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{i}.{name}"] = torch.as_tensor(value)
+    meta = {"step": str(step), "log": json.dumps(log[-1:])}
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, model, ema, optimizer) -> int:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise UsageError(f"--resume: no checkpoint at {path}; train without --resume first")
+    with safe_open(str(path), "pt") as f:
+        keys = list(f.keys())
+        step = int(f.metadata()["step"])
+        model.load_state_dict({k[6:]: f.get_tensor(k) for k in keys if k.startswith("model.")})
+        ema.load_state_dict({k[4:]: f.get_tensor(k) for k in keys if k.startswith("ema.")})
+        state: dict[int, dict] = {}
+        for k in (k for k in keys if k.startswith("optim.")):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = f.get_tensor(k)
+    sd = optimizer.state_dict()
+    sd["state"] = state
+    optimizer.load_state_dict(sd)
+    return step
+
+
+class Ema(torch.nn.Module):
+    """Exponential moving average of a model's parameters (a copy that ships)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        super().__init__()
+        import copy
+
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - self.decay)
+
+    def state_dict(self, *args, **kwargs):  # the averaged model's own keys
+        return self.model.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        return self.model.load_state_dict(state, strict=strict)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+
+def train(
+    preset: Preset,
+    weights: Path,
+    run: Path,
+    cfg: TrainConfig,
+    resume: bool = False,
+    sink: ev.EventSink = ev.ignore,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Train `cfg.component` of `preset` in `weights` (created if missing); logs and
+    checkpoints in `run`. Returns the checkpoint path."""
+    if cfg.component not in ("vae", "transformer"):
+        raise UsageError(f"--component '{cfg.component}' (valid: vae, transformer)")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    ensure_components(preset, weights, cfg.seed)
+    comps = load(preset, weights)
+    task = VaeTask(comps, cfg) if cfg.component == "vae" else SectionTask(preset, comps, cfg)
+    model = task.model.train()
+    ema = Ema(model, cfg.ema)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    ckpt = run / cfg.component / "checkpoint.safetensors"
+    log_path = run / cfg.component / "log.jsonl"
+    start = load_checkpoint(ckpt, model, ema, opt) if resume else 0
+    if not resume:
+        log_path.unlink(missing_ok=True)
+    log: list[dict] = []
+    t0 = time.perf_counter()
+    for step in range(start, cfg.steps):
+        if should_stop is not None and should_stop():
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = task.loss(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        ema.update(model)
+        entry = {"step": step + 1, "loss": round(loss.item(), 5), "lr": lr_at(step, cfg),
+                 "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+        log.append(entry)
+        sink(TrainProgress("train", step + 1, cfg.steps, entry["loss"], entry["lr"],
+                           entry["seconds"]))  # fmt: skip
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            _flush(log_path, log)
+            save_checkpoint(ckpt, model, ema, opt, step + 1, log)
+            task.export(ema.model, weights)
+        if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
+            task.sample(ema.model, weights, run / cfg.component / f"sample-{step + 1:06d}.mp4")
+    _flush(log_path, log)
+    return ckpt
+
+
+def _flush(path: Path, log: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        for entry in log:
+            f.write(json.dumps(entry) + "\n")
+    log.clear()
+
+
+# --- VAE ---------------------------------------------------------------------------------
+
+
+class VaeTask:
+    """Reconstruct short world clips: L1 + MSE + a small KL term."""
+
+    CLIP = 9  # pixel frames: 1 + 4 * 2
+    KL = 1e-6
+
+    def __init__(self, comps, cfg: TrainConfig) -> None:
+        self.model = comps.vae
+        self.batch = max(1, cfg.batch // 4)
+        self.rng = np.random.default_rng(cfg.seed)
+
+    def clips(self) -> torch.Tensor:
+        out = []
+        for _ in range(self.batch):
+            s = world.sample_scene(self.rng)
+            first = int(self.rng.integers(0, 40))
+            out.append(torch.from_numpy(world.render(s, self.CLIP, first)))
+        x = torch.stack(out).float() / 127.5 - 1  # (B, F, H, W, 3)
+        return x.permute(0, 4, 1, 2, 3)
+
+    def loss(self, vae) -> torch.Tensor:
+        x = self.clips()
+        post = vae.encode(x).latent_dist
+        y = vae.decode(post.sample()).sample
+        return (y - x).abs().mean() + ((y - x) ** 2).mean() + self.KL * post.kl().mean()
+
+    @torch.no_grad()
+    def export(self, vae, weights: Path) -> None:
+        """Save with scaling_factor = 1 / std of the latents, so that they are unit-variance."""
+        x = torch.cat([self.clips() for _ in range(4)])
+        std = vae.encode(x).latent_dist.mode().std().item()
+        vae.register_to_config(scaling_factor=round(1 / std, 6))
+        vae.save_pretrained(weights / "vae", safe_serialization=True)
+
+    def sample(self, vae, weights: Path, path: Path) -> None:
+        """A reconstruction strip next to the source (PNG)."""
+        from PIL import Image
+
+        with torch.no_grad():
+            x = self.clips()[:1]
+            y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        row = torch.cat([x[0], y[0]], dim=-2)  # (3, F, 2H, W)
+        img = ((row.permute(2, 1, 3, 0).flatten(1, 2) + 1) * 127.5).byte().numpy()
+        Image.fromarray(img).save(path.with_suffix(".png"))
+
+
+# --- transformer -------------------------------------------------------------------------
+
+
+class SectionTask:
+    """One section per sample, with the context inference gives it (see module doc)."""
+
+    def __init__(self, preset: Preset, comps, cfg: TrainConfig) -> None:
+        from fpk.pipeline import Runtime
+
+        self.preset, self.comps, self.cfg = preset, comps, cfg
+        self.model = comps.transformer
+        self.window = preset.sampling.window
+        self.grid = preset.latent_grid()
+        self.rt = Runtime(preset, comps, torch.device("cpu"), torch.float32)
+        self.rng = random.Random(cfg.seed)
+        self.videos = [encode_scene(comps, self.rt, seed) for seed in range(cfg.scenes)]
+
+    def sample_one(self):
+        from fpk.context import model_shift, section_context
+        from fpk.orders import known_frames, plan_sections
+
+        video = self.rng.choice(self.videos)
+        order, padding = self.rng.choices(
+            [(o, p) for o, p, _ in ORDERS_MIX], [w for *_, w in ORDERS_MIX]
+        )[0]
+        sections = self.rng.randint(1, MAX_SECTIONS)
+        plan = plan_sections(order, sections, self.window, padding)
+        step = plan[self.rng.randrange(sections)]
+        lat = video["latents"]
+        known = {p: lat[:, p] for p in known_frames(plan, step.order)}
+        shift = model_shift(step, self.model_schedule, padding)
+        ctx = section_context(step, self.model_schedule, self.grid, known, shift, lat[:, 0])
+        target = lat[:, step.target.start : step.target.stop]
+        return video, ctx, torch.tensor(list(step.target)) + shift, target
+
+    @property
+    def model_schedule(self):
+        return self.rt.schedule
+
+    def loss(self, model) -> torch.Tensor:
+        from fpk.sigmas import shift_mu, time_shift
+
+        items = [self.sample_one() for _ in range(self.cfg.batch)]
+        x0 = torch.stack([t for *_, t in items])  # (B, C, S, h, w)
+        b = x0.shape[0]
+        p = model.config.patch_size
+        mu = shift_mu(x0.shape[2] * (x0.shape[3] // p) * (x0.shape[4] // p))
+        sigma = torch.tensor([time_shift(self.rng.random() * 0.999 + 0.001, mu) for _ in range(b)])
+        noise = torch.randn_like(x0)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        prompts = [v["prompt"] for v, *_ in items]
+        embeds, mask = _pad_prompts([self.rt.prompt(t) for t in prompts])
+        pred = model(
+            hidden_states=xt,
+            timestep=sigma * 1000,
+            encoder_hidden_states=embeds,
+            encoder_attention_mask=mask,
+            pooled_projections=torch.cat([self.rt.prompt(t).pooled for t in prompts]),
+            image_embeds=torch.cat([v["image_embeds"] for v, *_ in items]),
+            target_positions=torch.stack([pos for _, _, pos, _ in items]),
+            context=[ctx for _, ctx, _, _ in items],
+            guidance=torch.full((b,), GUIDANCE * 1000),
+        )
+        return torch.nn.functional.mse_loss(pred, noise - x0)
+
+    def export(self, model, weights: Path) -> None:
+        model.register_to_config(fpk_schedule=self.rt.schedule.name)
+        model.save_pretrained(weights / "transformer", safe_serialization=True)
+
+    def sample(self, model, weights: Path, path: Path) -> None:
+        """A 2 s held-out video with the current EMA weights, through `fpk generate`'s code."""
+        from fpk.jobs import resolve_job
+        from fpk.pipeline import run_job
+
+        s = world.scene(HELD_OUT + 1)
+        folder = path.parent / "sample-input"
+        folder.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        Image.fromarray(world.render_frame(s, 0)).save(folder / "start.png")
+        job = resolve_job(
+            self.preset,
+            {"image": str(folder / "start.png"), "prompt": s.prompt, "len": "2s", "steps": 10},
+            {"name": path.stem},
+            path.parent,
+        )
+        self.rt.components.transformer = model
+        try:
+            run_job(self.rt, job)
+        finally:
+            self.rt.components.transformer = self.model
+
+
+HELD_OUT = 1_000_000  # scenes with seeds from here on are never trained on
+
+
+def _pad_prompts(prompts) -> tuple[torch.Tensor, torch.Tensor]:
+    n = max(p.embeds.shape[1] for p in prompts)
+    embeds = torch.cat(
+        [torch.nn.functional.pad(p.embeds, (0, 0, 0, n - p.embeds.shape[1])) for p in prompts]
+    )
+    mask = torch.cat([torch.nn.functional.pad(p.mask, (0, n - p.mask.shape[1])) for p in prompts])
+    return embeds, mask
+
+
+@torch.no_grad()
+def encode_scene(comps, rt, seed: int, sections: int = MAX_SECTIONS) -> dict:
+    """Latents of a world video long enough for `sections` sections, plus its conditions.
+
+    Only the first STATIC_AFTER frames are encoded: the world is still after that (the
+    object has arrived), so later latent frames repeat the last one.
+    """
+    from fpk import conditioning as cond
+
+    s = world.scene(seed)
+    window = rt.preset.sampling.window
+    latent_frames = 1 + sections * window
+    pixels = cond.to_tensor(world.render(s, STATIC_AFTER))  # (3, F, H, W)
+    lat = cond.encode_latents(comps.vae, pixels)
+    if lat.shape[1] < latent_frames:
+        tail = lat[:, -1:].expand(-1, latent_frames - lat.shape[1], -1, -1)
+        lat = torch.cat([lat, tail], dim=1)
+    embeds = cond.image_embeds(comps, world.render_frame(s, 0), rt.device, rt.dtype)
+    return {"latents": lat[:, :latent_frames].contiguous(), "prompt": s.prompt,
+            "image_embeds": embeds}  # fmt: skip

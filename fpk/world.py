@@ -1,0 +1,131 @@
+"""fpk's synthetic world: videos whose every frame is determined by the first frame and the
+prompt, so that the ground truth of any future frame is known (drift and forgetting are
+measured against it).
+
+A scene is one object (a square or a circle of one of six colours, 16 px) on a plain or
+checkered background, 64x64 px at 30 fps. The prompt names the object and where it goes:
+"the red square moves to the top right corner and stops" (it moves 2 px a frame on each axis
+until it is there), or "... stays in place". Positions start on the 8-px grid of the tiny
+model's tokens and corners lie on it too, so that at every latent frame (4 pixel frames) the
+object has moved a whole number of tokens: a copy with a shift, which RoPE makes learnable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SIZE = 64  # frame side, pixels
+OBJECT = 16  # object side, pixels
+GRID = 8  # start positions lie on this grid (the tiny model's token size)
+SPEED = 2  # pixels per frame on each axis
+FPS = 30
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 90, 240),
+    "yellow": (240, 220, 40),
+    "cyan": (40, 220, 230),
+    "magenta": (220, 50, 220),
+}
+BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    "black": ((10, 10, 10), (10, 10, 10)),
+    "gray": ((90, 90, 90), (90, 90, 90)),
+    "navy": ((20, 25, 80), (20, 25, 80)),
+    "checkered": ((30, 30, 30), (70, 70, 70)),
+}
+SHAPES = ("square", "circle")
+CORNERS: dict[str, tuple[int, int]] = {
+    "top left": (0, 0),
+    "top right": (SIZE - OBJECT, 0),
+    "bottom left": (0, SIZE - OBJECT),
+    "bottom right": (SIZE - OBJECT, SIZE - OBJECT),
+}
+STAY = "stays"
+GOALS = (*CORNERS, STAY)
+
+
+@dataclass(frozen=True)
+class Scene:
+    colour: str
+    shape: str
+    background: str
+    start: tuple[int, int]  # top-left corner of the object, pixels (x, y)
+    goal: str  # a corner name or "stays"
+
+    @property
+    def prompt(self) -> str:
+        what = f"the {self.colour} {self.shape} on a {self.background} background"
+        if self.goal == STAY:
+            return f"{what} stays in place"
+        return f"{what} moves to the {self.goal} corner and stops"
+
+    def position(self, frame: int) -> tuple[int, int]:
+        """Top-left corner of the object at pixel frame `frame`."""
+        if self.goal == STAY:
+            return self.start
+        return tuple(  # type: ignore[return-value]
+            _approach(s, g, SPEED * frame)
+            for s, g in zip(self.start, CORNERS[self.goal], strict=True)
+        )
+
+    def centre(self, frame: int) -> tuple[float, float]:
+        x, y = self.position(frame)
+        return x + OBJECT / 2, y + OBJECT / 2
+
+
+def _approach(start: int, goal: int, distance: int) -> int:
+    step = min(distance, abs(goal - start))
+    return start + step if goal >= start else start - step
+
+
+def vocabulary() -> list[str]:
+    """Every word a prompt of this world can use (for the tiny tokenizers)."""
+    words = {"the", "on", "a", "background", "moves", "to", "corner", "and", "stops", "stays"}
+    words |= {"in", "place", "top", "bottom", "left", "right"}
+    words |= set(COLOURS) | set(BACKGROUNDS) | set(SHAPES)
+    return sorted(words)
+
+
+def sample_scene(rng: np.random.Generator) -> Scene:
+    cells = (SIZE - OBJECT) // GRID + 1
+    return Scene(
+        colour=str(rng.choice(list(COLOURS))),
+        shape=str(rng.choice(SHAPES)),
+        background=str(rng.choice(list(BACKGROUNDS))),
+        start=(int(rng.integers(cells)) * GRID, int(rng.integers(cells)) * GRID),
+        goal=str(rng.choice(GOALS, p=[0.225] * 4 + [0.1])),
+    )
+
+
+def scene(seed: int) -> Scene:
+    """The scene of `seed` (deterministic)."""
+    return sample_scene(np.random.default_rng(seed))
+
+
+def render_frame(s: Scene, frame: int) -> np.ndarray:
+    """uint8 (SIZE, SIZE, 3)."""
+    a, b = BACKGROUNDS[s.background]
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    checker = ((yy // GRID + xx // GRID) % 2).astype(bool)
+    img = np.where(checker[..., None], np.array(b), np.array(a)).astype(np.uint8)
+    x, y = s.position(frame)
+    mask = object_mask(s.shape, x, y)
+    img[mask] = COLOURS[s.colour]
+    return img
+
+
+def object_mask(shape: str, x: int, y: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    inside = (xx >= x) & (xx < x + OBJECT) & (yy >= y) & (yy < y + OBJECT)
+    if shape == "circle":
+        r = OBJECT / 2
+        inside &= (xx + 0.5 - x - r) ** 2 + (yy + 0.5 - y - r) ** 2 <= r * r
+    return inside
+
+
+def render(s: Scene, frames: int, first: int = 0) -> np.ndarray:
+    """uint8 (frames, SIZE, SIZE, 3), pixel frames first .. first + frames - 1."""
+    return np.stack([render_frame(s, first + i) for i in range(frames)])
