@@ -457,13 +457,40 @@ def benchmark(
     quick: Annotated[
         bool, typer.Option("--quick", help="The short run (under 10 minutes on 2 cores).")
     ] = False,
+    part: Annotated[
+        list[str] | None,
+        typer.Option("--part", help="quality, packing, diffusers, section_cost (repeatable)."),
+    ] = None,
     preset: PresetOpt = "tiny",
-    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per configuration.")] = 3,
+    seeds: Annotated[int, typer.Option("--seeds", help="Held-out scenes per configuration.")] = 3,
+    weights: WeightsOpt = None,
     out: OutOpt = Path("bench"),
     device: DeviceOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Measure samplers, drift and cost side by side; writes report.json and PNG plots."""
-    _not_yet("benchmark", "it lands with issue 'fpk benchmark'")
+    from fpk import benchmark as bm
+    from fpk.batch import load_runtime
+    from fpk.config import load_preset
+
+    _quiet_libraries()
+    valid = ("quality", "packing", "diffusers", "section_cost")
+    bad = [p for p in part or [] if p not in valid]
+    if bad:
+        raise UsageError(f"unknown --part '{bad[0]}' (valid: {', '.join(valid)})")
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    plan = bm.make_plan(sampler, quick, seeds, tuple(part) if part else None)
+    p = load_preset(preset)
+    rt = load_runtime(p, weights, device, "float32")
+    with _sink(as_json, as_json) as sink:
+        report = bm.run(rt, plan, out, sink)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    from fpk.render import print_benchmark
+
+    print_benchmark(report, out)
 
 
 @app.command()

@@ -219,3 +219,61 @@ def print_summary(outcomes: list[Any], console: Console | None = None) -> None:
     for o in outcomes:  # whole lines, so that errors can be read and copied
         if o.status == "failed":
             console.print(f"failed {o.name}: {o.detail}", soft_wrap=True, markup=False)
+
+
+def print_benchmark(report: dict[str, Any], out: Any) -> None:
+    """Tables of a benchmark report: quality and drift per sampler, wins, cost, diffusers."""
+    console = Console()
+    if "quality" in report:
+        q = report["quality"]["summary"]
+        table = Table(title="quality against ground truth (mean ± std; drift = last 15% - first)")
+        table.add_column("metric")
+        samplers = report["plan"]["samplers"]
+        for s in samplers:
+            table.add_column(s, justify="right")
+        for m in ("psnr", "ssim", "position_error", "colour_error", "sharpness"):
+            table.add_row(m, *[f"{q[s][m]['mean']:.2f}±{q[s][m]['std']:.2f}" for s in samplers])
+            table.add_row("  drift", *[f"{q[s][m]['drift']:+.2f}" for s in samplers])
+        console.print(table)
+        w = q["wins"]
+        console.print(
+            "metrics won (best mean / least drift): "
+            + ", ".join(f"{s} {w[s]['best_mean']}/{w[s]['least_drift']}" for s in samplers)
+        )
+    if "packing" in report:
+        table = Table(title="cost per section as the video grows (one denoising step)")
+        for col in ("method", "sections", "s/step first", "s/step last", "tokens last", "note"):
+            table.add_column(col)
+        for name, data in report["packing"]["cost"].items():
+            rows = data["rows"]
+            table.add_row(
+                name,
+                f"{rows[0]['section']}..{rows[-1]['section']}",
+                f"{rows[0]['seconds']:.3f}",
+                f"{rows[-1]['seconds']:.3f}",
+                f"{rows[-1]['tokens']:,}",
+                data["stopped"] or "",
+            )
+        console.print(table)
+        for name, data in report["packing"]["identity"].items():
+            last = data["last_second"]
+            console.print(
+                f"identity in the last second, {name}: colour error "
+                f"{last['colour_error']:.1f}, position error {last['position_error']:.1f} px"
+            )
+    if "section_cost" in report:
+        console.print(
+            "section cost (s/step): "
+            + ", ".join(f"section {k}: {v:.3f}" for k, v in report["section_cost"].items())
+        )
+    if "diffusers" in report:
+        d = report["diffusers"]
+        console.print(
+            f"against diffusers' pipeline: fpk {d['fpk_seconds']:.2f} s, diffusers "
+            f"{d['diffusers_seconds']:.2f} s (median of {d['runs']}): "
+            f"[bold]{d['speedup']:.2f}x[/]"
+        )
+    console.print(
+        f"report: {out}/report.json; plots: {', '.join(report.get('plots', []))}; "
+        f"{report['seconds']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB"
+    )

@@ -127,10 +127,12 @@ def test_bad_preset_file_one_line_exit_2(capsys, tmp_path, edit, needle):
     assert "bad.toml" in err
 
 
-@pytest.mark.parametrize("command", [["benchmark"]])
-def test_unbuilt_commands_say_so(capsys, command):
+@pytest.mark.parametrize(
+    "command", [["benchmark", "--part", "nope"], ["benchmark", "--sampler", "sideways"]]
+)
+def test_benchmark_bad_input(capsys, command):
     code, _, err = run(capsys, *command)
-    _one_line_error(code, err, 2, "not available yet")
+    _one_line_error(code, err, 2, "unknown")
 
 
 def test_help_does_not_import_torch():

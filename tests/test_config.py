@@ -17,7 +17,15 @@ def test_all_presets_load_with_defaults():
     for name in preset_names():
         p = load_preset(name)
         s = p.sampling
-        assert (s.window, s.steps, s.guidance, s.cfg, s.fps, s.crf) == (9, 25, 10.0, 1.0, 30, 16)
+        window = 5 if name == "tiny" else 9  # the CPU model: smaller sections, cheaper steps
+        assert (s.window, s.steps, s.guidance, s.cfg, s.fps, s.crf) == (
+            window,
+            25,
+            10.0,
+            1.0,
+            30,
+            16,
+        )
         assert p.schedule.independent
 
 
