@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fpk inspect-context --preset base
+	HF_HUB_OFFLINE=1 $(BIN)/fpk generate --image examples/start.png --len 5s --name demo \
+		--prompt "the red circle on a black background moves to the top right corner and stops"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
