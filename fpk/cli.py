@@ -539,43 +539,11 @@ def train(
     )  # fmt: skip
     folder = weights or EMBEDDED_DIR / p.name
     stop = _StopFlag()
-    with stop, _train_progress(quiet, steps) as sink:
+    from fpk.render import TrainRenderer
+
+    with stop, TrainRenderer(quiet, steps) as sink:
         ckpt = tr.train(p, folder, run_dir / p.name, cfg, resume, sink, stop)
     typer.echo(f"checkpoint {ckpt}; weights in {folder}")
-
-
-class _train_progress:
-    def __init__(self, quiet: bool, steps: int) -> None:
-        self.quiet, self.steps, self.progress = quiet, steps, None
-
-    def __enter__(self):
-        if self.quiet:
-            return lambda e: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e}"),
-            TimeElapsedColumn(), TimeRemainingColumn(),
-        )  # fmt: skip
-        self.progress.start()
-        task = self.progress.add_task("train", total=self.steps, loss=0.0, lr=0.0)
-
-        def sink(e):
-            self.progress.update(task, completed=e.step, loss=e.loss, lr=e.lr)
-
-        return sink
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 # --- entry point -------------------------------------------------------------------------

@@ -64,14 +64,15 @@ def fpk_runner(rt, image: Path, sections: int, steps: int, out: Path) -> Callabl
     return lambda: run_job(rt, job)
 
 
-def diffusers_runner(rt, image: Path, sections: int, steps: int) -> Callable[[], None]:
-    """HunyuanVideoFramepackPipeline on the same components, decoded frames as numpy."""
+def diffusers_pipeline(rt):
+    """diffusers' FramePack pipeline over `rt`'s components (its transformer class holding our
+    transformer's weights: same keys on the released layout), flow-matching Euler with the
+    FramePack shift."""
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
         HunyuanVideoFramepackPipeline,
         HunyuanVideoFramepackTransformer3DModel,
     )
-    from PIL import Image
 
     from fpk.transformer import transformer_config
 
@@ -90,6 +91,14 @@ def diffusers_runner(rt, image: Path, sections: int, steps: int) -> Callable[[],
         scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def diffusers_runner(rt, image: Path, sections: int, steps: int) -> Callable[[], None]:
+    """HunyuanVideoFramepackPipeline on the same components, decoded frames as numpy."""
+    from PIL import Image
+
+    pipe = diffusers_pipeline(rt)
     prompt = rt.prompt("")
     window = rt.preset.sampling.window
     img = Image.open(image).convert("RGB")

@@ -277,3 +277,39 @@ def print_benchmark(report: dict[str, Any], out: Any) -> None:
         f"report: {out}/report.json; plots: {', '.join(report.get('plots', []))}; "
         f"{report['seconds']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB"
     )
+
+
+class TrainRenderer:
+    """`fpk train`'s progress: one bar with loss and learning rate (nothing when quiet)."""
+
+    def __init__(self, quiet: bool, steps: int) -> None:
+        self.quiet, self.steps, self.progress = quiet, steps, None
+
+    def __enter__(self):
+        if self.quiet:
+            return lambda e: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e}"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+        )  # fmt: skip
+        self.progress.start()
+        task = self.progress.add_task("train", total=self.steps, loss=0.0, lr=0.0)
+
+        def sink(e):
+            self.progress.update(task, completed=e.step, loss=e.loss, lr=e.lr)
+
+        return sink
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()

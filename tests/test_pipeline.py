@@ -2,80 +2,31 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from fpk.config import load_preset
+from fpk.comparison import diffusers_pipeline, released_components
 from fpk.jobs import resolve_job
-from fpk.loading import load_components
-from fpk.pipeline import Runtime, sample_job
-from fpk.tiny import build_components, save_components
-
-from .conftest import WORDS
+from fpk.pipeline import sample_job
 
 WINDOW, SECTIONS, STEPS = 3, 5, 3
 
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
-    """A tiny preset on the released layout (the only one diffusers implements), saved."""
+    """Tiny random components on the released layout (the only one diffusers implements)."""
     folder = tmp_path_factory.mktemp("released")
-    text = (Path(load_preset("tiny").source)).read_text()
-    text = text.replace('schedule = "geometric"', 'schedule = "released"')
-    text = text.replace('trained_schedule = "geometric"', 'trained_schedule = "released"')
-    (folder / "released.toml").write_text(text)
-    preset = load_preset(str(folder / "released.toml"))
-    comps = build_components(preset, WORDS, seed=0)
-    with torch.no_grad():
-        for p in comps["transformer"].parameters():
-            p.normal_(0, 0.05)
-    save_components(comps, folder / "weights")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / "a.png")
-    return preset, folder
+    rt, image = released_components(folder)
+    return rt, image
 
 
-def _diffusers_latents(rt, folder, job, sampling_type, prompt):
-    from diffusers import (
-        FlowMatchEulerDiscreteScheduler,
-        HunyuanVideoFramepackPipeline,
-        HunyuanVideoFramepackTransformer3DModel,
-    )
-
+def _diffusers_latents(rt, image, job, sampling_type, prompt):
     from fpk.conditioning import encode_latents, fit_image, open_image, to_tensor
-    from fpk.transformer import transformer_config
 
-    cfg = transformer_config(rt.preset.architecture, rt.schedule)
-    for key in ("history_kernels", "history_independent"):
-        cfg.pop(key)
-    ref = HunyuanVideoFramepackTransformer3DModel(
-        **cfg, has_image_proj=True, has_clean_x_embedder=True, guidance_embeds=True
-    )
-    ref.load_state_dict(rt.components.transformer.state_dict(), strict=True)
-    c = rt.components
-    pipe = HunyuanVideoFramepackPipeline(
-        transformer=ref.eval(),
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        text_encoder_2=c.text_encoder_2,
-        tokenizer_2=c.tokenizer_2,
-        image_encoder=c.image_encoder,
-        feature_extractor=c.feature_extractor,
-        scheduler=FlowMatchEulerDiscreteScheduler(
-            use_dynamic_shifting=True,
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        ),
-    )
-    pixels = fit_image(open_image(folder / "a.png"), rt.preset.sampling.resolution)
-    anchor = encode_latents(c.vae, to_tensor(pixels)[:, None])[None]
+    pipe = diffusers_pipeline(rt)
+    pixels = fit_image(open_image(image), rt.preset.sampling.resolution)
+    anchor = encode_latents(rt.components.vae, to_tensor(pixels)[:, None])[None]
     # the same start latent (the posterior mean, as fpk uses), without drawing from the
     # generator, so that both pipelines draw the same section noise
     pipe.prepare_image_latents = lambda image, dtype=None, **kw: anchor.to(dtype)
@@ -102,16 +53,15 @@ def _diffusers_latents(rt, folder, job, sampling_type, prompt):
     "sampler, sampling_type", [("inverted", "inverted_anti_drifting"), ("forward", "vanilla")]
 )
 def test_latents_match_diffusers(released, tmp_path, sampler, sampling_type):
-    preset, folder = released
-    comps = load_components(preset, folder / "weights")
-    rt = Runtime(preset, comps, torch.device("cpu"), torch.float32)
+    rt, image = released
+    preset = rt.preset
     frames = 1 + SECTIONS * WINDOW * 4  # exactly SECTIONS sections
-    entry = {"image": str(folder / "a.png"), "prompt": "a red circle moves", "len": f"{frames}f"}
+    entry = {"image": str(image), "prompt": "a red circle moves", "len": f"{frames}f"}
     flags = {"sampler": sampler, "solver": "euler", "steps": STEPS, "window": WINDOW}
     job = resolve_job(preset, entry, {**flags, "seed": 7}, tmp_path)
     got = sample_job(rt, job).latents
     got = torch.stack([got[p] for p in sorted(got)], dim=1)
-    want = _diffusers_latents(rt, folder, job, sampling_type, rt.prompt(job.prompt))
+    want = _diffusers_latents(rt, image, job, sampling_type, rt.prompt(job.prompt))
     assert got.shape == want.shape == (16, 1 + SECTIONS * WINDOW, 16, 16)
     rel = ((got - want).abs().max() / want.abs().max()).item()
     assert rel < 1e-4, rel
