@@ -32,6 +32,9 @@ class TinySizes:
 
     vae_channels: tuple[int, ...] = (16, 32, 32)
     vae_layers: int = 1
+    #: GroupNorm groups of the VAE. Its last norm sees the finest block's channels; with one
+    #: channel a group it would erase every clip's absolute colour (only shapes survive).
+    vae_groups: int = 8
     image_size: int = 32
     image_patch: int = 8
     encoder_layers: int = 1
@@ -113,7 +116,7 @@ def build_components(
             up_block_types=("HunyuanVideoUpBlock3D",) * blocks,
             block_out_channels=sizes.vae_channels,
             layers_per_block=sizes.vae_layers,
-            norm_num_groups=8,
+            norm_num_groups=sizes.vae_groups,
             spatial_compression_ratio=vae.spatial_compression,
             temporal_compression_ratio=vae.temporal_compression,
         ),

@@ -33,6 +33,7 @@ from fpk.errors import UsageError
 
 #: The tiny VAE's channel widths: small enough to train and encode quickly on a CPU.
 TINY_VAE_CHANNELS = (8, 16, 32)
+TINY_VAE_GROUPS = 2  # 4 to 16 channels a group: absolute colours survive the norms
 ORDERS_MIX = (  # (order, padding, weight): what the model is trained to serve
     ("inverted", "released", 0.6),
     ("inverted", "time-true", 0.1),
@@ -79,7 +80,10 @@ def ensure_components(preset: Preset, folder: Path, seed: int = 0) -> None:
     if (folder / "vae" / "config.json").is_file():
         return
     comps = build_components(
-        preset, world.vocabulary(), TinySizes(vae_channels=TINY_VAE_CHANNELS), seed
+        preset,
+        world.vocabulary(),
+        TinySizes(vae_channels=TINY_VAE_CHANNELS, vae_groups=TINY_VAE_GROUPS),
+        seed,
     )
     comps["transformer"].register_to_config(fpk_schedule=preset.schedule.name)
     save_components(comps, folder)
