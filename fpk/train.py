@@ -302,6 +302,7 @@ class SectionTask:
         self.grid = preset.latent_grid()
         self.rt = Runtime(preset, comps, torch.device("cpu"), torch.float32)
         self.rng = random.Random(cfg.seed)
+        comps.vae.use_framewise_encoding = False  # one pass per clip: faster than tiles here
         self.videos = [encode_scene(comps, self.rt, seed) for seed in range(cfg.scenes)]
 
     def sample_one(self):
