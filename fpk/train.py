@@ -218,7 +218,36 @@ def train(
         if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             task.sample(ema.model, weights, run / cfg.component / f"sample-{step + 1:06d}.mp4")
     _flush(log_path, log)
+    plot_loss(log_path, log_path.with_name("loss.png"))
     return ckpt
+
+
+def plot_loss(log_path: Path, png: Path, window: int = 50) -> None:
+    """The loss curve of a run (every step, and a running mean), across resumed runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    steps = np.array([r["step"] for r in rows])
+    loss = np.array([r["loss"] for r in rows])
+    smooth = (
+        np.convolve(loss, np.ones(window) / window, mode="valid") if len(loss) > window else loss
+    )
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, loss, alpha=0.3, label="loss per step")
+    ax.plot(steps[len(steps) - len(smooth) :], smooth, label=f"mean of {window} steps")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("flow-matching MSE" if "transformer" in str(log_path) else "L1 + MSE")
+    ax.set_yscale("log")
+    ax.set_title(f"{log_path.parent.name} training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
 
 
 def _flush(path: Path, log: list[dict]) -> None:
