@@ -80,7 +80,11 @@ def read_frames(clip: ClipInfo, fps: int, start: float = 0.0, count: int | None 
     return list(iter_frames(clip, fps, start, count))
 
 
-def iter_frames(clip: ClipInfo, fps: int, start: float, count: int | None) -> Iterator[np.ndarray]:
+def iter_frames(
+    clip: ClipInfo, fps: int, start: float, count: int | None, raw: bool = False
+) -> Iterator:
+    """As `read_frames`, one at a time; `raw` yields the decoded av.VideoFrame (no RGB
+    conversion, no rotation) so that it can be re-encoded losslessly."""
     import av
 
     with av.open(str(clip.path)) as container:
@@ -97,7 +101,7 @@ def iter_frames(clip: ClipInfo, fps: int, start: float, count: int | None) -> It
                     k += 1
                 if count is not None and k >= count:
                     return
-                last = _rotate(frame.to_ndarray(format="rgb24"), clip.rotation)
+                last = frame if raw else _rotate(frame.to_ndarray(format="rgb24"), clip.rotation)
         except av.error.FFmpegError:
             if last is None:
                 raise UsageError(f"clip {clip.path}: no frame could be decoded") from None

@@ -135,12 +135,24 @@ def _blend(source: np.ndarray, decoded: np.ndarray, into_decoded: bool) -> np.nd
 
 
 def _source_frames(clip: ClipInfo, fps: int, size: Resolution):
-    """Every frame of the clip at `fps`, fitted, decoded as the stream goes."""
+    """Every frame of the clip at `fps`, fitted, decoded as the stream goes. Where no resize
+    or rotation is needed, the decoded yuv420p frames themselves (av.VideoFrame): copied
+    without a colour conversion."""
     from fpk.clips import iter_frames
 
     count = max(1, round(clip.duration * fps))
-    for frame in iter_frames(clip, fps, 0.0, count):
-        yield cond.fit_image_array(frame, size)
+    raw = clip.rotation == 0 and (clip.width, clip.height) == (size.width, size.height)
+    for frame in iter_frames(clip, fps, 0.0, count, raw=raw):
+        if raw and frame.format.name == "yuv420p":
+            yield frame
+        elif raw:
+            yield frame.to_ndarray(format="rgb24")
+        else:
+            yield cond.fit_image_array(frame, size)
+
+
+def _rgb(frame) -> np.ndarray:
+    return frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
 
 
 def _write_forward(rt, job, latents, k, clip, size, keep, reencode, writer, tail) -> None:
@@ -179,7 +191,10 @@ def _lagged(frames, lag: int):
 
 def _write_all(writer: VideoWriter, frames) -> None:
     for f in frames:
-        writer.write(f)
+        if isinstance(f, np.ndarray):
+            writer.write(f)
+        else:
+            writer.write_frame(f)
 
 
 def _write_reverse(rt, job, latents, first, k, clip, size, keep, reencode, writer) -> None:
@@ -193,9 +208,10 @@ def _write_reverse(rt, job, latents, first, k, clip, size, keep, reencode, write
     head = decoded[new_count:]  # the clip's head as the VAE renders it after the new part
     source = _source_frames(clip, job.fps, size)
     if reencode:
-        source = itertools.chain(head, itertools.islice(source, len(head), None))
+        source = itertools.chain(list(head), itertools.islice(source, len(head), None))
     first_frames = list(itertools.islice(source, SEAM))
     seam = min(len(first_frames), len(head))
     if seam:
-        writer.write(_blend(np.stack(first_frames[:seam]), head[:seam], into_decoded=False))
+        rgb = np.stack([_rgb(f) for f in first_frames[:seam]])
+        writer.write(_blend(rgb, head[:seam], into_decoded=False))
     _write_all(writer, itertools.chain(first_frames[seam:], source))

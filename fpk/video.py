@@ -64,6 +64,7 @@ class VideoWriter:
         )
         for key, value in (tags or {}).items():
             self._container.metadata[key] = value if isinstance(value, str) else json.dumps(value)
+        self._fps = fps
         self._stream = self._container.add_stream("libx264", rate=Fraction(fps))
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
@@ -80,6 +81,14 @@ class VideoWriter:
             )
             self._container.mux(packet)
             self.frames += 1
+
+    def write_frame(self, frame) -> None:
+        """A decoded av.VideoFrame of this size, re-encoded as it is (yuv420p: no colour
+        conversion, so lossless at CRF 0)."""
+        frame.pts = None
+        frame.time_base = Fraction(1, self._fps)  # the source's time base would be refused
+        self._container.mux(self._stream.encode(frame))
+        self.frames += 1
 
     def close(self) -> Path:
         self._container.mux(self._stream.encode())  # flush
