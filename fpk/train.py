@@ -134,7 +134,11 @@ def load_checkpoint(path: Path, model, ema, optimizer) -> int:
 
 
 class Ema(torch.nn.Module):
-    """Exponential moving average of a model's parameters (a copy that ships)."""
+    """Exponential moving average of a model's parameters (a copy that ships).
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) over its n updates, so that a short
+    run's average is not dominated by the random initial weights.
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         super().__init__()
@@ -142,11 +146,14 @@ class Ema(torch.nn.Module):
 
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = decay
+        self.updates = 0
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1 - self.decay)
+            e.lerp_(p.detach(), 1 - decay)
 
     def state_dict(self, *args, **kwargs):  # the averaged model's own keys
         return self.model.state_dict(*args, **kwargs)
@@ -191,6 +198,7 @@ def train(
     ckpt = run / cfg.component / "checkpoint.safetensors"
     log_path = run / cfg.component / "log.jsonl"
     start = load_checkpoint(ckpt, model, ema, opt) if resume else 0
+    ema.updates = start
     if not resume:
         log_path.unlink(missing_ok=True)
     log: list[dict] = []
