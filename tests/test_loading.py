@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -253,9 +252,17 @@ def test_key_mismatch_names_keys(tiny_saved, tmp_path):
 
 def test_inspect_context_base_counts_without_allocating():
     """Peak RSS of `fpk inspect-context --preset base` (13B on the meta device) under 1 GiB."""
-    code = "from fpk.cli import main\nmain(['inspect-context', '--preset', 'base', '--json'])"
+    # VmHWM of the child's own image: ru_maxrss would also count the parent's pages that the
+    # fork shared before exec (a large test process makes any child look large)
+    code = (
+        "import sys\nfrom fpk.cli import main\n"
+        "try:\n    main(['inspect-context', '--preset', 'base', '--json'])\n"
+        "except SystemExit:\n    pass\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(int(hwm.split()[1]), file=sys.stderr)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["parameters"] == 12_874_314_816
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kib = int(done.stderr.strip().splitlines()[-1])
     assert peak_kib < 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
