@@ -37,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--scenes", type=int, default=20)
+    parser.add_argument("--first", type=int, default=0, help="First held-out index (resume).")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--padding", default="released")
     parser.add_argument("--weights", type=Path, default=None)
@@ -48,7 +49,7 @@ def main() -> None:
     rt = load_runtime(load_preset("tiny"), args.weights, "cpu", "float32")
     rows, t0 = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.scenes):
+        for i in range(args.first, args.first + args.scenes):
             scene = world.scene(HELD_OUT + i)
             image = Path(tmp) / f"start-{i}.png"
             Image.fromarray(world.render_frame(scene, 0)).save(image)
