@@ -168,9 +168,9 @@ def section_seconds(rt, schedule: Schedule, history: int, repeats: int = 2) -> t
     ctx = section_context(step, schedule, grid, latents, 0, latents[0])
     prompt = rt.prompt("the red square moves to the top right corner and stops")
     model = rt.components.transformer
-    n_img = (lambda cfg: (cfg.image_size // cfg.patch_size) ** 2)(
-        rt.components.image_encoder.config
-    )
+    from fpk.pipeline import _image_tokens
+
+    n_img = _image_tokens(rt.components)
     kwargs = dict(
         hidden_states=torch.randn(1, c, window, grid.height, grid.width),
         timestep=torch.tensor([500.0]),

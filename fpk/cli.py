@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from fpk.errors import FpkError, NotAvailableError, UsageError
+from fpk.errors import FpkError, UsageError
 
 app = typer.Typer(
     name="fpk",
@@ -99,19 +99,6 @@ BlendOpt = Annotated[
 NameOpt = Annotated[
     str | None, typer.Option("--name", help="Output name (default: input stem + settings hash).")
 ]
-
-
-def _not_yet(command: str, issue: str) -> None:
-    raise NotAvailableError(
-        f"`fpk {command}` is not available yet in fpk {_version()} ({issue}); "
-        "`fpk inspect-context` and `fpk presets` work now"
-    )
-
-
-def _version() -> str:
-    from fpk import __version__
-
-    return __version__
 
 
 # --- commands ----------------------------------------------------------------------------

@@ -28,7 +28,3 @@ class PackingError(UsageError):
 
 class WeightsError(FpkError):
     """Weights are missing, unsafe (pickle), truncated or of another architecture."""
-
-
-class NotAvailableError(UsageError):
-    """A command that exists but is not built yet."""

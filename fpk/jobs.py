@@ -224,7 +224,6 @@ def _resolution(value: Any, preset: Preset) -> Resolution | None:
         return None
     res = value if isinstance(value, Resolution) else parse_resolution(str(value))
     check_resolution(res, preset.resolution_multiple)
-    preset.latent_grid(res)
     from fpk.packing import validate_schedule
 
     validate_schedule(preset.schedule, preset.latent_grid(res))
