@@ -8,6 +8,9 @@ video of the given length and scores it against the world's ground truth:
 
     .venv/bin/python benchmarks/heldout.py --seconds 5 --scenes 20
     .venv/bin/python benchmarks/heldout.py --seconds 60 --scenes 20 --steps 10
+
+Split across processes with --first/--scenes and --rows FILE (full rows, JSONL); then
+`--summarize FILE ...` gives the summary of all of them.
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--rows", type=Path, default=None, help="Append full rows here.")
+    parser.add_argument("--summarize", type=Path, nargs="+", default=None,
+                        help="Only summarise the rows in these files.")  # fmt: skip
     args = parser.parse_args()
+    if args.summarize:
+        rows = [json.loads(line) for f in args.summarize for line in f.read_text().splitlines()]
+        print(json.dumps(summarize(rows, wall=None)))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     rt = load_runtime(load_preset("tiny"), args.weights, "cpu", "float32")
@@ -63,17 +73,25 @@ def main() -> None:
             per_sec = metrics.per_second(frames, scene)
             last = per_sec[-1]
             rows.append({
-                "seed": HELD_OUT + i, "prompt": scene.prompt,
+                "seed": HELD_OUT + i, "prompt": scene.prompt, "steps": args.steps,
+                "padding": args.padding,
                 "present": last["solid"] >= 0.5,
                 "at_goal": last["position_error"] < AT_GOAL_PX,
                 "first_second_psnr": per_sec[0]["psnr"],
                 "per_second": per_sec,
             })  # fmt: skip
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_second"}), flush=True)
+            if args.rows:
+                with args.rows.open("a") as f:
+                    f.write(json.dumps(rows[-1]) + "\n")
+    print(json.dumps(summarize(rows, wall=time.perf_counter() - t0)))
+
+
+def summarize(rows: list[dict], wall: float | None) -> dict:
     n = min(len(r["per_second"]) for r in rows)
-    summary = {
-        "seconds": args.seconds, "scenes": args.scenes, "steps": args.steps,
-        "padding": args.padding,
+    return {
+        "seconds": n, "scenes": len(rows), "steps": sorted({r["steps"] for r in rows}),
+        "padding": sorted({r["padding"] for r in rows}),
         "present": sum(r["present"] for r in rows),
         "at_goal": sum(r["at_goal"] for r in rows),
         "first_second_psnr": round(float(np.mean([r["first_second_psnr"] for r in rows])), 2),
@@ -82,9 +100,8 @@ def main() -> None:
         "position_error_per_second": [
             round(float(np.mean([r["per_second"][s]["position_error"] for r in rows])), 2)
             for s in range(n)],
-        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "wall_seconds": None if wall is None else round(wall, 1),
     }  # fmt: skip
-    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,9 @@ class VaeSpec:
     spatial_compression: int
     temporal_compression: int
     latent_channels: int
+    #: Decode a chunk in diffusers' temporal tiles (memory) rather than in one pass. fpk's
+    #: chunks are already at most two windows long; small frames need no further tiling.
+    framewise_decoding: bool = True
 
 
 @dataclass(frozen=True)

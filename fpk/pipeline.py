@@ -50,6 +50,11 @@ class Runtime:
     dtype: torch.dtype
     prompt_cache: dict[str, cond.PromptEmbeds] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        vae = getattr(self.components, "vae", None)
+        if vae is not None:
+            vae.use_framewise_decoding = self.preset.vae.framewise_decoding
+
     @property
     def schedule(self) -> Schedule:
         return self.components.schedule or self.preset.schedule  # type: ignore[attr-defined]

@@ -35,6 +35,8 @@ class TinySizes:
     #: GroupNorm groups of the VAE. Its last norm sees the finest block's channels; with one
     #: channel a group it would erase every clip's absolute colour (only shapes survive).
     vae_groups: int = 8
+    #: Self-attention in the VAE's mid block (the released VAE has it).
+    vae_attention: bool = True
     image_size: int = 32
     image_patch: int = 8
     encoder_layers: int = 1
@@ -117,6 +119,7 @@ def build_components(
             block_out_channels=sizes.vae_channels,
             layers_per_block=sizes.vae_layers,
             norm_num_groups=sizes.vae_groups,
+            mid_block_add_attention=sizes.vae_attention,
             spatial_compression_ratio=vae.spatial_compression,
             temporal_compression_ratio=vae.temporal_compression,
         ),
@@ -160,6 +163,37 @@ def build_components(
             size={"height": sizes.image_size, "width": sizes.image_size}
         ),
     }
+
+
+def steady_norms(vae, offset: float = 20.0) -> None:
+    """Initialise a small HunyuanVideo VAE so that its two output GroupNorms start benign.
+
+    A GroupNorm divides by statistics of the whole clip. On the world's plain backgrounds
+    those statistics are set by the background, so the norm before `conv_out` (encoder and
+    decoder) scales each clip's features by a different, content-dependent factor: a small
+    VAE trained from a random start learns the background and loses the object's colour
+    (measured: stuck near 21 dB, chroma gone; the same network without norms passed 27 dB
+    in the same steps). Here the last residual block before each of those norms adds +offset
+    and -offset on two channels of every group: the pair dominates the group's variance and
+    cancels in its mean, so the norm starts as a fixed scale that the norm's own weight
+    undoes, and features pass through the residual stream as in a network without norms.
+    Training is free to move away from it; the class and its config are unchanged.
+    """
+    pairs = (
+        (vae.encoder.mid_block.resnets[-1].conv2.conv, vae.encoder.conv_norm_out),
+        (vae.decoder.up_blocks[-1].resnets[-1].conv2.conv, vae.decoder.conv_norm_out),
+    )
+    with torch.no_grad():
+        for conv, norm in pairs:
+            per_group = norm.num_channels // norm.num_groups
+            if per_group < 3:
+                raise ValueError("steady_norms needs at least 3 channels a GroupNorm group")
+            norm.weight.fill_(offset * (2 / per_group) ** 0.5)
+            for g in range(norm.num_groups):
+                a = g * per_group
+                conv.bias[a], conv.bias[a + 1] = offset, -offset
+                conv.weight[a : a + 2] = 0
+                norm.weight[a : a + 2] = 1.0
 
 
 def save_components(

@@ -47,3 +47,20 @@ def test_blend_fades_linearly():
     cur = torch.ones(3, 5, 1, 1)
     out = crossfade(prev, cur, 5)[0, :, 0, 0]
     assert torch.allclose(out, torch.linspace(0, 1, 5))
+
+
+def test_runtime_applies_the_presets_framewise_decoding(tiny_saved):
+    """`[vae] framewise_decoding` reaches the VAE: tiny decodes a chunk in one pass, the
+    13B presets in diffusers' temporal tiles."""
+    from dataclasses import replace
+
+    from fpk.loading import load_components
+    from fpk.pipeline import Runtime
+
+    preset, _, folder = tiny_saved
+    comps = load_components(preset, folder)
+    Runtime(preset, comps, torch.device("cpu"), torch.float32)
+    assert comps.vae.use_framewise_decoding is False
+    tiled = replace(preset, vae=replace(preset.vae, framewise_decoding=True))
+    Runtime(tiled, comps, torch.device("cpu"), torch.float32)
+    assert comps.vae.use_framewise_decoding is True

@@ -59,3 +59,70 @@ def test_vae_trains_and_sets_its_scaling_factor(small_preset, tmp_path):
     config = json.loads((tmp_path / "w" / "vae" / "config.json").read_text())
     assert config["scaling_factor"] != 0.476986  # measured, not the default
     assert len(_losses(tmp_path / "run", "vae")) == 3
+
+
+@pytest.mark.parametrize("shift", [0.0, 3.0])
+def test_steady_norms_start_the_output_norms_as_a_fixed_scale(shift):
+    """After `steady_norms`, the decoder's last GroupNorm passes its signal channels at a gain
+    near 1 whatever the clip's content (a random one, or the same shifted by a constant)."""
+    import torch
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    from fpk.tiny import steady_norms
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLHunyuanVideo(
+        latent_channels=4, block_out_channels=(8, 16, 16), layers_per_block=1,
+        norm_num_groups=2, mid_block_add_attention=False,
+        down_block_types=("HunyuanVideoDownBlock3D",) * 3,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 3,
+        spatial_compression_ratio=4, temporal_compression_ratio=4,
+    )  # fmt: skip
+    steady_norms(vae)
+    seen = {}
+    norm = vae.decoder.conv_norm_out
+    norm.register_forward_hook(lambda m, i, o: seen.update(x=i[0], y=o))
+    with torch.no_grad():
+        vae.decode(torch.randn(1, 4, 2, 4, 4) + shift)
+    x, y = seen["x"], seen["y"]
+    per = norm.num_channels // norm.num_groups
+    signal = [c for c in range(norm.num_channels) if c % per >= 2]
+    xs, ys = x[:, signal], y[:, signal] - norm.bias[signal].view(1, -1, 1, 1, 1)
+    gain = (ys.std() / xs.std()).item()
+    assert 0.8 < gain < 1.25
+    corr = torch.corrcoef(torch.stack([xs.flatten(), ys.flatten()]))[0, 1].item()
+    assert corr > 0.95
+
+
+def test_frames_as_images_is_the_same_network():
+    """One frame through the causal VAE as 2D convolutions: same output, same gradients, and
+    clips of more than one frame still go through the 3D path."""
+    import torch
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    from fpk.train import frames_as_images
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLHunyuanVideo(
+        latent_channels=4, block_out_channels=(8, 16, 16), layers_per_block=1,
+        norm_num_groups=2, down_block_types=("HunyuanVideoDownBlock3D",) * 3,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 3,
+        spatial_compression_ratio=4, temporal_compression_ratio=4,
+    )  # fmt: skip
+
+    def run(x):
+        vae.zero_grad()
+        y = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        (y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum().backward()
+        return y.detach(), [p.grad.clone() for p in vae.parameters()]
+
+    for frames in (1, 5):
+        x = torch.rand(2, 3, frames, 16, 16) * 2 - 1
+        want, want_grads = run(x)
+        with frames_as_images(vae):
+            got, got_grads = run(x)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        scale = max(w.abs().max().item() for w in want_grads)
+        for g, w in zip(got_grads, want_grads, strict=True):  # float summation order only
+            torch.testing.assert_close(g, w, atol=1e-4 * scale, rtol=1e-3)
+    assert all("forward" not in vars(m) for m in vae.modules())  # patched back
