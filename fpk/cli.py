@@ -507,10 +507,6 @@ def train(
         Path, typer.Option("--run", help="Folder for checkpoints, log and samples.")
     ] = Path("training"),
     threads: Annotated[int, typer.Option("--threads", help="CPU threads (0: torch's).")] = 0,
-    image_steps: Annotated[
-        int | None,
-        typer.Option("--image-steps", help="VAE: single-frame steps before clips (default 70%)."),
-    ] = None,
     seed: SeedOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -526,7 +522,7 @@ def train(
     cfg = tr.TrainConfig(
         component=component, steps=steps, batch=batch, lr=lr, scenes=scenes,
         checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed or 0,
-        threads=threads, image_steps=image_steps,
+        threads=threads,
     )  # fmt: skip
     folder = weights or EMBEDDED_DIR / p.name
     stop = _StopFlag()

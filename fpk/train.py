@@ -22,7 +22,7 @@ import time
 import types
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +64,6 @@ class TrainConfig:
     scenes: int = 400
     seed: int = 0
     threads: int = 0
-    #: VAE only: single-frame steps before the clip steps (None: IMAGE_FRACTION of steps).
-    image_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -219,14 +217,14 @@ def train(
         if should_stop is not None and should_stop():
             break
         for group in opt.param_groups:
-            group["lr"] = task.lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg)
         loss = task.loss(model, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         ema.update(model)
-        entry = {"step": step + 1, "loss": round(loss.item(), 5), "lr": task.lr_at(step, cfg),
+        entry = {"step": step + 1, "loss": round(loss.item(), 5), "lr": lr_at(step, cfg),
                  "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
         log.append(entry)
         sink(TrainProgress("train", step + 1, cfg.steps, entry["loss"], entry["lr"],
@@ -321,41 +319,31 @@ class VaeTask:
     Image first, as causal video VAEs are trained: the first IMAGE_FRACTION of the steps see
     single frames (4 x the batch; the causal VAE encodes a frame alone exactly as it encodes a
     clip's first frame), the rest 9-frame clips, so that the cheap steps teach shapes and
-    colours and the dear ones motion within a latent frame.
+    colours and the dear ones motion within a latent frame. (Measured on the shipped VAE: 330
+    clip steps did not get there; its decoder still repeats a chunk's first frame. See the
+    model card.)
     """
 
     CLIP = 9  # pixel frames: 1 + 4 * 2
     KL = 1e-6
     LATENT_NOISE = 0.05
     IMAGE_FRACTION = 0.7
-    CLIP_WARMUP = 50
 
     def __init__(self, comps, cfg: TrainConfig) -> None:
         self.model = comps.vae
         self.model.use_framewise_encoding = self.model.use_framewise_decoding = False
         self.batch = max(1, cfg.batch // 4)
-        self.image_steps = (
-            int(cfg.steps * self.IMAGE_FRACTION) if cfg.image_steps is None else cfg.image_steps
-        )
+        self.image_steps = int(cfg.steps * self.IMAGE_FRACTION)
         self.rng = np.random.default_rng(cfg.seed)
 
     def clips(self, frames: int = CLIP, count: int | None = None) -> torch.Tensor:
-        """World clips from a random frame; 3 in 4 start in the first 12 frames, where the
-        object still moves (later the world is still, and still clips teach no motion)."""
         out = []
         for _ in range(count or self.batch):
             s = world.sample_scene(self.rng)
-            first = int(self.rng.integers(0, 12 if self.rng.random() < 0.75 else 40))
+            first = int(self.rng.integers(0, 40))
             out.append(torch.from_numpy(world.render(s, frames, first)))
         x = torch.stack(out).float() / 127.5 - 1  # (B, F, H, W, 3)
         return x.permute(0, 4, 1, 2, 3)
-
-    def lr_at(self, step: int, cfg: TrainConfig) -> float:
-        """Each phase has its own warm-up and cosine: clips must learn time from a high rate."""
-        if step < self.image_steps:
-            return lr_at(step, replace(cfg, steps=self.image_steps))
-        clip_cfg = replace(cfg, steps=cfg.steps - self.image_steps, warmup=self.CLIP_WARMUP)
-        return lr_at(step - self.image_steps, clip_cfg)
 
     def loss(self, vae, step: int = 0) -> torch.Tensor:
         if step < self.image_steps:
@@ -433,10 +421,6 @@ class SectionTask:
     @property
     def model_schedule(self):
         return self.rt.schedule
-
-    @staticmethod
-    def lr_at(step: int, cfg: TrainConfig) -> float:
-        return lr_at(step, cfg)
 
     def loss(self, model, step: int = 0) -> torch.Tensor:
         from fpk.sigmas import shift_mu, time_shift
