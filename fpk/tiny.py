@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from fpk.config import Preset
+from fpk.config import Preset, VaeSpec
 from fpk.transformer import FramePackTransformer, transformer_config
 
 LLAMA_SPECIALS = ("<unk>", "<s>", "</s>", "<pad>")
@@ -89,11 +89,28 @@ def build_tokenizers(words: Iterable[str]):
     return llama, clip
 
 
+def build_vae(spec: VaeSpec, sizes: TinySizes = TinySizes()):
+    """A random HunyuanVideo VAE (the real class) of `sizes`, with `spec`'s compression."""
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    blocks = len(sizes.vae_channels)
+    return AutoencoderKLHunyuanVideo(
+        latent_channels=spec.latent_channels,
+        down_block_types=("HunyuanVideoDownBlock3D",) * blocks,
+        up_block_types=("HunyuanVideoUpBlock3D",) * blocks,
+        block_out_channels=sizes.vae_channels,
+        layers_per_block=sizes.vae_layers,
+        norm_num_groups=sizes.vae_groups,
+        mid_block_add_attention=sizes.vae_attention,
+        spatial_compression_ratio=spec.spatial_compression,
+        temporal_compression_ratio=spec.temporal_compression,
+    )
+
+
 def build_components(
     preset: Preset, words: Iterable[str], sizes: TinySizes = TinySizes(), seed: int = 0
 ) -> dict[str, object]:
     """Random tiny components of the real classes, shaped to fit `preset`'s transformer."""
-    from diffusers import AutoencoderKLHunyuanVideo
     from transformers import (
         CLIPTextConfig,
         CLIPTextModel,
@@ -106,23 +123,12 @@ def build_components(
     from fpk.loading import image_processor_class
 
     torch.manual_seed(seed)
-    arch, vae = preset.architecture, preset.vae
+    arch = preset.architecture
     tokenizer, tokenizer_2 = build_tokenizers(words)
     heads = 2
-    blocks = len(sizes.vae_channels)
     return {
         "transformer": FramePackTransformer(**transformer_config(arch, preset.schedule)),
-        "vae": AutoencoderKLHunyuanVideo(
-            latent_channels=vae.latent_channels,
-            down_block_types=("HunyuanVideoDownBlock3D",) * blocks,
-            up_block_types=("HunyuanVideoUpBlock3D",) * blocks,
-            block_out_channels=sizes.vae_channels,
-            layers_per_block=sizes.vae_layers,
-            norm_num_groups=sizes.vae_groups,
-            mid_block_add_attention=sizes.vae_attention,
-            spatial_compression_ratio=vae.spatial_compression,
-            temporal_compression_ratio=vae.temporal_compression,
-        ),
+        "vae": build_vae(preset.vae, sizes),
         "text_encoder": LlamaModel(
             LlamaConfig(
                 vocab_size=len(tokenizer),

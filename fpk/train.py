@@ -36,8 +36,8 @@ from fpk.errors import UsageError
 #: The tiny VAE's channel widths: small enough to train and encode quickly on a CPU.
 TINY_VAE_CHANNELS = (16, 32, 64)
 TINY_VAE_GROUPS = 2  # 8 to 32 channels a group: room for steady_norms' constant pair
-#: No mid-block attention in the tiny VAE: fully convolutional, so it trains on crops and
-#: costs less per decoded frame; the world has nothing an 16x16 latent needs attention for.
+#: No mid-block attention in the tiny VAE: it costs less per decoded frame, and the world has
+#: nothing a 16x16 latent needs attention for.
 TINY_VAE_ATTENTION = False
 ORDERS_MIX = (  # (order, padding, weight): what the model is trained to serve
     ("inverted", "released", 0.6),

@@ -61,23 +61,24 @@ def test_vae_trains_and_sets_its_scaling_factor(small_preset, tmp_path):
     assert len(_losses(tmp_path / "run", "vae")) == 3
 
 
+def _small_vae(attention: bool):
+    from fpk.config import VaeSpec
+    from fpk.tiny import TinySizes, build_vae
+
+    sizes = TinySizes(vae_channels=(8, 16, 16), vae_groups=2, vae_attention=attention)
+    return build_vae(VaeSpec(4, 4, 4), sizes)
+
+
 @pytest.mark.parametrize("shift", [0.0, 3.0])
 def test_steady_norms_start_the_output_norms_as_a_fixed_scale(shift):
     """After `steady_norms`, the decoder's last GroupNorm passes its signal channels at a gain
     near 1 whatever the clip's content (a random one, or the same shifted by a constant)."""
     import torch
-    from diffusers import AutoencoderKLHunyuanVideo
 
     from fpk.tiny import steady_norms
 
     torch.manual_seed(0)
-    vae = AutoencoderKLHunyuanVideo(
-        latent_channels=4, block_out_channels=(8, 16, 16), layers_per_block=1,
-        norm_num_groups=2, mid_block_add_attention=False,
-        down_block_types=("HunyuanVideoDownBlock3D",) * 3,
-        up_block_types=("HunyuanVideoUpBlock3D",) * 3,
-        spatial_compression_ratio=4, temporal_compression_ratio=4,
-    )  # fmt: skip
+    vae = _small_vae(attention=False)
     steady_norms(vae)
     seen = {}
     norm = vae.decoder.conv_norm_out
@@ -98,17 +99,11 @@ def test_frames_as_images_is_the_same_network():
     """One frame through the causal VAE as 2D convolutions: same output, same gradients, and
     clips of more than one frame still go through the 3D path."""
     import torch
-    from diffusers import AutoencoderKLHunyuanVideo
 
     from fpk.train import frames_as_images
 
     torch.manual_seed(0)
-    vae = AutoencoderKLHunyuanVideo(
-        latent_channels=4, block_out_channels=(8, 16, 16), layers_per_block=1,
-        norm_num_groups=2, down_block_types=("HunyuanVideoDownBlock3D",) * 3,
-        up_block_types=("HunyuanVideoUpBlock3D",) * 3,
-        spatial_compression_ratio=4, temporal_compression_ratio=4,
-    )  # fmt: skip
+    vae = _small_vae(attention=True)
 
     def run(x):
         vae.zero_grad()
