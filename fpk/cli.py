@@ -499,6 +499,20 @@ def train(
         int, typer.Option("--sample-every", help="Write a sample every N steps (0: never).")
     ] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")] = False,
+    decoder_only: Annotated[
+        bool,
+        typer.Option(
+            "--decoder-only",
+            help="VAE: train the decoder only (latents, and a transformer trained on them, stay valid).",
+        ),
+    ] = False,
+    inflate: Annotated[
+        bool,
+        typer.Option(
+            "--inflate",
+            help="VAE: first make its causal convolutions frame-wise (taps summed into the last).",
+        ),
+    ] = False,
     weights: Annotated[
         Path | None,
         typer.Option("--weights", help="Components folder (default: the preset's embedded one)."),
@@ -522,7 +536,7 @@ def train(
     cfg = tr.TrainConfig(
         component=component, steps=steps, batch=batch, lr=lr, scenes=scenes,
         checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed or 0,
-        threads=threads,
+        threads=threads, decoder_only=decoder_only, inflate=inflate,
     )  # fmt: skip
     folder = weights or EMBEDDED_DIR / p.name
     stop = _StopFlag()

@@ -202,6 +202,32 @@ def steady_norms(vae, offset: float = 20.0) -> None:
                 norm.weight[a : a + 2] = 1.0
 
 
+
+def inflate_causal(vae) -> None:
+    """Make a causal video VAE frame-wise: each causal convolution's temporal taps are summed
+    into its last one (the current frame), as an image network is inflated to video.
+
+    On a single frame nothing changes (a causal convolution sees copies of that frame in all
+    its taps, so only the sum of the taps matters); on a clip every latent frame t becomes
+    exactly the image latent of pixel frame 4t, and the decoder draws each latent frame's four
+    pixel frames as that image. The world's objects then keep their shape and colour and sit
+    where they are at every 4th frame; a decoder-only fine-tune (`fpk train --component vae
+    --decoder-only`) then learns the frames between. Used on the tiny VAE, whose image-first
+    training left taps that smear a moving object over several latent frames (measured: the
+    object stayed at its start and faded while it should move).
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_hunyuan_video import (
+        HunyuanVideoCausalConv3d,
+    )
+
+    with torch.no_grad():
+        for m in vae.modules():
+            if isinstance(m, HunyuanVideoCausalConv3d) and m.conv.weight.shape[2] > 1:
+                w = m.conv.weight
+                total = w.sum(2)
+                w.zero_()
+                w[:, :, -1] = total
+
 def save_components(
     components: dict[str, object], folder: Path, max_shard_size: str | None = None
 ) -> Path:

@@ -64,6 +64,8 @@ class TrainConfig:
     scenes: int = 400
     seed: int = 0
     threads: int = 0
+    decoder_only: bool = False  # VAE: keep the encoder (and so every latent) as it is
+    inflate: bool = False  # VAE: start from fpk.tiny.inflate_causal of the loaded weights
 
 
 @dataclass(frozen=True)
@@ -201,10 +203,17 @@ def train(
     torch.manual_seed(cfg.seed)
     ensure_components(preset, weights, cfg.seed)
     comps = load(preset, weights)
+    if (cfg.decoder_only or cfg.inflate) and cfg.component != "vae":
+        raise UsageError("--decoder-only and --inflate apply to --component vae")
+    if cfg.inflate:
+        from fpk.tiny import inflate_causal
+
+        inflate_causal(comps.vae)
     task = VaeTask(comps, cfg) if cfg.component == "vae" else SectionTask(preset, comps, cfg)
     model = task.model.train()
     ema = Ema(model, cfg.ema)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.01)
     ckpt = run / cfg.component / "checkpoint.safetensors"
     log_path = run / cfg.component / "log.jsonl"
     start = load_checkpoint(ckpt, model, ema, opt) if resume else 0
@@ -221,7 +230,7 @@ def train(
         loss = task.loss(model, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
         opt.step()
         ema.update(model)
         entry = {"step": step + 1, "loss": round(loss.item(), 5), "lr": lr_at(step, cfg),
@@ -328,13 +337,19 @@ class VaeTask:
     KL = 1e-6
     LATENT_NOISE = 0.05
     IMAGE_FRACTION = 0.7
+    CHUNK = 3  # latent frames a decoder-only step decodes
+    DECODER_STARTS = 8  # the world moves in its first ~25 pixel frames (latents 0..6)
 
     def __init__(self, comps, cfg: TrainConfig) -> None:
         self.model = comps.vae
         self.model.use_framewise_encoding = self.model.use_framewise_decoding = False
         self.batch = max(1, cfg.batch // 4)
-        self.image_steps = int(cfg.steps * self.IMAGE_FRACTION)
+        self.decoder_only = cfg.decoder_only
+        self.image_steps = 0 if cfg.decoder_only else int(cfg.steps * self.IMAGE_FRACTION)
         self.rng = np.random.default_rng(cfg.seed)
+        if cfg.decoder_only:
+            for part in (self.model.encoder, self.model.quant_conv):
+                part.requires_grad_(False)
 
     def clips(self, frames: int = CLIP, count: int | None = None) -> torch.Tensor:
         out = []
@@ -346,10 +361,31 @@ class VaeTask:
         return x.permute(0, 4, 1, 2, 3)
 
     def loss(self, vae, step: int = 0) -> torch.Tensor:
+        if self.decoder_only:
+            return self._chunk_loss(vae)
         if step < self.image_steps:
             with frames_as_images(vae):
                 return self._loss(vae, self.clips(1, 4 * self.batch))
         return self._loss(vae, self.clips())
+
+    def _chunk_loss(self, vae) -> torch.Tensor:
+        """Decoder only, as `fpk generate` decodes: latents of a video encoded from its first
+        frame, decoded from latent frame `a` on (the chunk's first latent stands for pixel
+        frame 4a alone), against pixel frames 4a .. 4(a + CHUNK - 1). Starts are drawn where
+        the world moves (its first DECODER_STARTS latent frames)."""
+        t = self.model.config.temporal_compression_ratio
+        xs, zs = [], []
+        for _ in range(self.batch):
+            s = world.sample_scene(self.rng)
+            a = int(self.rng.integers(0, self.DECODER_STARTS))
+            frames = torch.from_numpy(world.render(s, 1 + t * (a + self.CHUNK - 1)))
+            x = (frames.float() / 127.5 - 1).permute(3, 0, 1, 2)[None]
+            with torch.no_grad():
+                zs.append(vae.encode(x).latent_dist.mode()[:, :, a:])
+            xs.append(x[:, :, t * a :])
+        x, z = torch.cat(xs), torch.cat(zs)
+        y = vae.decode(z + self.LATENT_NOISE * z.std() * torch.randn_like(z)).sample
+        return (y - x).abs().mean() + ((y - x) ** 2).mean()
 
     def _loss(self, vae, x: torch.Tensor) -> torch.Tensor:
         post = vae.encode(x).latent_dist
@@ -365,9 +401,10 @@ class VaeTask:
     @torch.no_grad()
     def export(self, vae, weights: Path) -> None:
         """Save with scaling_factor = 1 / std of the latents, so that they are unit-variance."""
-        x = torch.cat([self.clips() for _ in range(4)])
-        std = vae.encode(x).latent_dist.mode().std().item()
-        vae.register_to_config(scaling_factor=round(1 / std, 6))
+        if not self.decoder_only:  # the encoder, and so the latents' scale, are unchanged
+            x = torch.cat([self.clips() for _ in range(4)])
+            std = vae.encode(x).latent_dist.mode().std().item()
+            vae.register_to_config(scaling_factor=round(1 / std, 6))
         vae.save_pretrained(weights / "vae", safe_serialization=True)
 
     def sample(self, vae, weights: Path, path: Path) -> None:

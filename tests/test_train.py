@@ -61,6 +61,25 @@ def test_vae_trains_and_sets_its_scaling_factor(small_preset, tmp_path):
     assert len(_losses(tmp_path / "run", "vae")) == 3
 
 
+
+def test_vae_decoder_only_keeps_the_encoder_and_the_latent_scale(small_preset, tmp_path):
+    """--decoder-only: latents (and a transformer trained on them) stay valid."""
+    from safetensors.torch import load_file
+
+    weights, runs = tmp_path / "w", tmp_path / "run"
+    train(small_preset, weights, runs, TrainConfig(component="vae", steps=2, batch=4))
+    vae = weights / "vae"
+    before = load_file(vae / "diffusion_pytorch_model.safetensors")
+    scale = json.loads((vae / "config.json").read_text())["scaling_factor"]
+    cfg = TrainConfig(component="vae", steps=3, batch=4, lr=1e-3, warmup=1, decoder_only=True)
+    train(small_preset, weights, runs, cfg)
+    after = load_file(vae / "diffusion_pytorch_model.safetensors")
+    changed = {k for k in before if not (before[k] == after[k]).all()}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
+    assert json.loads((vae / "config.json").read_text())["scaling_factor"] == scale
+    with pytest.raises(Exception, match="--decoder-only"):
+        train(small_preset, weights, runs, TrainConfig(steps=1, decoder_only=True))
+
 def _small_vae(attention: bool):
     from fpk.config import VaeSpec
     from fpk.tiny import TinySizes, build_vae
@@ -121,3 +140,30 @@ def test_frames_as_images_is_the_same_network():
         for g, w in zip(got_grads, want_grads, strict=True):  # float summation order only
             torch.testing.assert_close(g, w, atol=1e-4 * scale, rtol=1e-3)
     assert all("forward" not in vars(m) for m in vae.modules())  # patched back
+
+
+def test_inflate_causal_makes_each_latent_frame_one_pixel_frame():
+    """After `inflate_causal`, a single frame encodes and decodes exactly as before, and in a
+    world clip latent frame t is the image latent of pixel frame 4t (up to the GroupNorms'
+    clip-wide statistics) and no other."""
+    import torch
+
+    from fpk import world
+    from fpk.tiny import inflate_causal
+
+    torch.manual_seed(0)
+    vae = _small_vae(attention=False)
+    clip = world.render(world.Scene("red", "square", "checkered", (8, 8), "bottom right"), 17)
+    x = (torch.from_numpy(clip).float() / 127.5 - 1).permute(3, 0, 1, 2)[None]
+    with torch.no_grad():
+        before = vae.decode(vae.encode(x[:, :, :1]).latent_dist.mode()).sample
+        inflate_causal(vae)
+        after = vae.decode(vae.encode(x[:, :, :1]).latent_dist.mode()).sample
+        torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
+        z = vae.encode(x).latent_dist.mode()[0]
+        images = [vae.encode(x[:, :, f : f + 1]).latent_dist.mode()[0, :, 0] for f in range(17)]
+    assert z.shape[1] == 5
+    for t in range(5):
+        dist = torch.stack([(z[:, t] - im).norm() for im in images])
+        assert dist.argmin().item() == 4 * t, dist
+        assert dist[4 * t] < 0.1 * z[:, t].norm()  # measured 2-3 %; other frames 50-80 %

@@ -1,0 +1,71 @@
+"""The tiny VAE alone on held-out world videos: encode the true video, decode it the way
+`fpk generate` decodes (chunks of one section with overlap), score it like heldout.py.
+
+This is the ceiling of the model card's criteria for a perfect transformer.
+
+    .venv/bin/python benchmarks/vae_oracle.py --scenes 20 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fpk import conditioning as cond
+from fpk import metrics, world
+from fpk.batch import load_runtime
+from fpk.config import load_preset
+from fpk.decoding import stream_frames
+from fpk.train import HELD_OUT
+
+AT_GOAL_PX = 4.0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenes", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=5)
+    p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rt = load_runtime(load_preset("tiny"), args.weights, "cpu", "float32")
+    vae, window = rt.components.vae, rt.preset.sampling.window
+    vae.use_framewise_encoding = False
+    frames = int(args.seconds * world.FPS)
+    latent_frames = (frames - 1 + 3) // 4 + 1
+    rows = []
+    for i in range(args.scenes):
+        s = world.scene(HELD_OUT + i)
+        truth = world.render(s, 1 + 4 * (latent_frames - 1))
+        lat = cond.encode_latents(vae, cond.to_tensor(truth))
+        out = np.concatenate([
+            cond.to_uint8(c)
+            for c in stream_frames(
+                lambda a, b: cond.decode_latents(vae, lat[:, a:b]), latent_frames, window,
+                window, frames,
+            )
+        ])
+        per_sec = metrics.per_second(out, s)
+        moving = [metrics.psnr(out[f], truth[f]) for f in range(1, 25)]
+        rows.append({"seed": HELD_OUT + i, "present": per_sec[-1]["solid"] >= 0.5,
+                     "at_goal": per_sec[-1]["position_error"] < AT_GOAL_PX,
+                     "first_second_psnr": per_sec[0]["psnr"],
+                     "moving_psnr": float(np.mean(moving)),
+                     "first_second_pos": per_sec[0]["position_error"]})
+        print(json.dumps(rows[-1]), flush=True)
+    print(json.dumps({
+        "present": sum(r["present"] for r in rows), "at_goal": sum(r["at_goal"] for r in rows),
+        "first_second_psnr": float(np.mean([r["first_second_psnr"] for r in rows])),
+        "moving_psnr": float(np.mean([r["moving_psnr"] for r in rows])),
+        "first_second_pos": float(np.mean([r["first_second_pos"] for r in rows])),
+        "scenes": len(rows)}))
+
+
+if __name__ == "__main__":
+    main()
