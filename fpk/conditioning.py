@@ -74,6 +74,7 @@ def encode_prompt(components, text: str, device, dtype) -> PromptEmbeds:
         prompt_template()["template"].format(text),
         max_length=MAX_PROMPT_TOKENS + crop,
         padding="max_length",
+        padding_side="right",  # the crop counts template tokens from the left
         truncation=True,
         return_tensors="pt",
     )

@@ -81,6 +81,7 @@ def build_tokenizers(words: Iterable[str]):
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<pad>",
+        padding_side="right",  # as HunyuanVideo's; the template crop counts from the left
     )
     vocab, merges = _bpe(words, suffix=CLIP_WORD_END)
     clip = CLIPTokenizer(
