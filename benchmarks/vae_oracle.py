@@ -44,27 +44,37 @@ def main() -> None:
         s = world.scene(HELD_OUT + i)
         truth = world.render(s, 1 + 4 * (latent_frames - 1))
         lat = cond.encode_latents(vae, cond.to_tensor(truth))
-        out = np.concatenate([
-            cond.to_uint8(c)
-            for c in stream_frames(
-                lambda a, b: cond.decode_latents(vae, lat[:, a:b]), latent_frames, window,
-                window, frames,
-            )
-        ])
+
+        def decode(a: int, b: int, lat=lat) -> torch.Tensor:
+            return cond.decode_latents(vae, lat[:, a:b])
+
+        chunks = stream_frames(decode, latent_frames, window, window, frames)
+        out = np.concatenate([cond.to_uint8(c) for c in chunks])
         per_sec = metrics.per_second(out, s)
         moving = [metrics.psnr(out[f], truth[f]) for f in range(1, 25)]
-        rows.append({"seed": HELD_OUT + i, "present": per_sec[-1]["solid"] >= 0.5,
-                     "at_goal": per_sec[-1]["position_error"] < AT_GOAL_PX,
-                     "first_second_psnr": per_sec[0]["psnr"],
-                     "moving_psnr": float(np.mean(moving)),
-                     "first_second_pos": per_sec[0]["position_error"]})
+        rows.append(
+            {
+                "seed": HELD_OUT + i,
+                "present": per_sec[-1]["solid"] >= 0.5,
+                "at_goal": per_sec[-1]["position_error"] < AT_GOAL_PX,
+                "first_second_psnr": per_sec[0]["psnr"],
+                "moving_psnr": float(np.mean(moving)),
+                "first_second_pos": per_sec[0]["position_error"],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps({
-        "present": sum(r["present"] for r in rows), "at_goal": sum(r["at_goal"] for r in rows),
-        "first_second_psnr": float(np.mean([r["first_second_psnr"] for r in rows])),
-        "moving_psnr": float(np.mean([r["moving_psnr"] for r in rows])),
-        "first_second_pos": float(np.mean([r["first_second_pos"] for r in rows])),
-        "scenes": len(rows)}))
+    print(
+        json.dumps(
+            {
+                "present": sum(r["present"] for r in rows),
+                "at_goal": sum(r["at_goal"] for r in rows),
+                "first_second_psnr": float(np.mean([r["first_second_psnr"] for r in rows])),
+                "moving_psnr": float(np.mean([r["moving_psnr"] for r in rows])),
+                "first_second_pos": float(np.mean([r["first_second_pos"] for r in rows])),
+                "scenes": len(rows),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -503,7 +503,7 @@ def train(
         bool,
         typer.Option(
             "--decoder-only",
-            help="VAE: train the decoder only (latents, and a transformer trained on them, stay valid).",
+            help="VAE: train the decoder only (the latents stay as they are).",
         ),
     ] = False,
     inflate: Annotated[

@@ -203,7 +203,6 @@ def steady_norms(vae, offset: float = 20.0) -> None:
                 norm.weight[a : a + 2] = 1.0
 
 
-
 def inflate_causal(vae) -> None:
     """Make a causal video VAE frame-wise: each causal convolution's temporal taps are summed
     into its last one (the current frame), as an image network is inflated to video.
@@ -228,6 +227,7 @@ def inflate_causal(vae) -> None:
                 total = w.sum(2)
                 w.zero_()
                 w[:, :, -1] = total
+
 
 def save_components(
     components: dict[str, object], folder: Path, max_shard_size: str | None = None

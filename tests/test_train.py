@@ -61,7 +61,6 @@ def test_vae_trains_and_sets_its_scaling_factor(small_preset, tmp_path):
     assert len(_losses(tmp_path / "run", "vae")) == 3
 
 
-
 def test_vae_decoder_only_keeps_the_encoder_and_the_latent_scale(small_preset, tmp_path):
     """--decoder-only: latents (and a transformer trained on them) stay valid."""
     from safetensors.torch import load_file
@@ -79,6 +78,7 @@ def test_vae_decoder_only_keeps_the_encoder_and_the_latent_scale(small_preset, t
     assert json.loads((vae / "config.json").read_text())["scaling_factor"] == scale
     with pytest.raises(Exception, match="--decoder-only"):
         train(small_preset, weights, runs, TrainConfig(steps=1, decoder_only=True))
+
 
 def _small_vae(attention: bool):
     from fpk.config import VaeSpec
