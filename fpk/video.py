@@ -76,9 +76,10 @@ class VideoWriter:
 
         batch = frames[None] if frames.ndim == 3 else frames
         for frame in batch:
-            packet = self._stream.encode(
-                av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            )
+            out = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            # explicit timestamps at the stream's rate (x264's rate control reads them)
+            out.pts, out.time_base = self.frames, Fraction(1, self._fps)
+            packet = self._stream.encode(out)
             self._container.mux(packet)
             self.frames += 1
 
