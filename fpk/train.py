@@ -11,6 +11,7 @@ weights (what ships), checkpoints in safetensors (model, EMA, optimizer) every N
 
 VAE: the real `AutoencoderKLHunyuanVideo` at a small size, trained on short world clips
 (L1 + MSE + a small KL term); its `scaling_factor` is set so latents have unit variance.
+`--inflate` makes it frame-wise first; `--decoder-only` keeps the encoder and the latents.
 """
 
 from __future__ import annotations
@@ -328,9 +329,11 @@ class VaeTask:
     Image first, as causal video VAEs are trained: the first IMAGE_FRACTION of the steps see
     single frames (4 x the batch; the causal VAE encodes a frame alone exactly as it encodes a
     clip's first frame), the rest 9-frame clips, so that the cheap steps teach shapes and
-    colours and the dear ones motion within a latent frame. (Measured on the shipped VAE: 330
-    clip steps did not get there; its decoder still repeats a chunk's first frame. See the
-    model card.)
+    colours and the dear ones motion within a latent frame. (Measured on the tiny VAE: 330
+    clip steps did not get there; its latents smeared a moving object over several latent
+    frames.) `--inflate` then makes the VAE frame-wise (`fpk.tiny.inflate_causal`) and
+    `--decoder-only` trains the decoder alone on chunks decoded as `fpk generate` decodes
+    them (`_chunk_loss`), which is how the shipped tiny VAE learned motion (model card).
     """
 
     CLIP = 9  # pixel frames: 1 + 4 * 2
