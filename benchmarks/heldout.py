@@ -33,8 +33,6 @@ from fpk.pipeline import run_job
 from fpk.train import HELD_OUT
 from fpk.video import read_video
 
-AT_GOAL_PX = 4.0
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,12 +69,9 @@ def main() -> None:
             )
             frames, _, _ = read_video(run_job(rt, job))
             per_sec = metrics.per_second(frames, scene)
-            last = per_sec[-1]
             rows.append({
                 "seed": HELD_OUT + i, "prompt": scene.prompt, "steps": args.steps,
-                "padding": args.padding,
-                "present": last["solid"] >= 0.5,
-                "at_goal": last["position_error"] < AT_GOAL_PX,
+                "padding": args.padding, **metrics.end_state(per_sec),
                 "first_second_psnr": per_sec[0]["psnr"],
                 "per_second": per_sec,
             })  # fmt: skip

@@ -42,22 +42,10 @@ def main() -> None:
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
 
     def loss(edit, sigma: float) -> float:
-        b = x0.shape[0]
         xt = (1 - sigma) * x0 + sigma * noise
-        prompts = [task.rt.prompt(edit(v["prompt"])) for v, *_ in items]
-        embeds, mask = tr._pad_prompts(prompts)
+        prompts = [edit(v["prompt"]) for v, *_ in items]
         with torch.no_grad():
-            pred = model(
-                hidden_states=xt,
-                timestep=torch.full((b,), sigma * 1000),
-                encoder_hidden_states=embeds,
-                encoder_attention_mask=mask,
-                pooled_projections=torch.cat([p.pooled for p in prompts]),
-                image_embeds=torch.cat([v["image_embeds"] for v, *_ in items]),
-                target_positions=torch.stack([pos for _, _, pos, _ in items]),
-                context=[c for _, c, _, _ in items],
-                guidance=torch.full((b,), tr.GUIDANCE * 1000),
-            )
+            pred = task.flow(model, items, xt, torch.full((x0.shape[0],), sigma), prompts)
         return torch.nn.functional.mse_loss(pred, noise - x0).item()
 
     rows = []

@@ -22,8 +22,6 @@ from fpk.config import load_preset
 from fpk.decoding import stream_frames
 from fpk.train import HELD_OUT
 
-AT_GOAL_PX = 4.0
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,8 +53,7 @@ def main() -> None:
         rows.append(
             {
                 "seed": HELD_OUT + i,
-                "present": per_sec[-1]["solid"] >= 0.5,
-                "at_goal": per_sec[-1]["position_error"] < AT_GOAL_PX,
+                **metrics.end_state(per_sec),
                 "first_second_psnr": per_sec[0]["psnr"],
                 "moving_psnr": float(np.mean(moving)),
                 "first_second_pos": per_sec[0]["position_error"],

@@ -15,6 +15,7 @@ import numpy as np
 from fpk import world
 
 COLOUR_TOLERANCE = 80.0  # RGB distance within which a pixel counts as the object's colour
+AT_GOAL_PX = 4.0  # at goal: mean position error over the last second below this
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,10 @@ def drift(series: list[float], share: float = 0.15) -> float:
     """Last `share` of the video minus the first `share` (paper's drift measure)."""
     n = max(1, round(len(series) * share))
     return float(np.mean(series[-n:]) - np.mean(series[:n]))
+
+
+def end_state(per_sec: list[dict]) -> dict[str, bool]:
+    """The model card's criteria on the last second of `per_second`'s rows: the object
+    `present` (one solid shape of its colour in most frames) and `at_goal`."""
+    last = per_sec[-1]
+    return {"present": last["solid"] >= 0.5, "at_goal": last["position_error"] < AT_GOAL_PX}

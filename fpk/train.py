@@ -201,11 +201,11 @@ def train(
         raise UsageError(f"--component '{cfg.component}' (valid: vae, transformer)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if (cfg.decoder_only or cfg.inflate) and cfg.component != "vae":
+        raise UsageError("--decoder-only and --inflate apply to --component vae")
     torch.manual_seed(cfg.seed)
     ensure_components(preset, weights, cfg.seed)
     comps = load(preset, weights)
-    if (cfg.decoder_only or cfg.inflate) and cfg.component != "vae":
-        raise UsageError("--decoder-only and --inflate apply to --component vae")
     if cfg.inflate:
         from fpk.tiny import inflate_causal
 
@@ -376,13 +376,14 @@ class VaeTask:
         frame, decoded from latent frame `a` on (the chunk's first latent stands for pixel
         frame 4a alone), against pixel frames 4a .. 4(a + CHUNK - 1). Starts are drawn where
         the world moves (its first DECODER_STARTS latent frames)."""
+        from fpk import conditioning as cond
+
         t = self.model.config.temporal_compression_ratio
         xs, zs = [], []
         for _ in range(self.batch):
             s = world.sample_scene(self.rng)
             a = int(self.rng.integers(0, self.DECODER_STARTS))
-            frames = torch.from_numpy(world.render(s, 1 + t * (a + self.CHUNK - 1)))
-            x = (frames.float() / 127.5 - 1).permute(3, 0, 1, 2)[None]
+            x = cond.to_tensor(world.render(s, 1 + t * (a + self.CHUNK - 1)))[None]
             with torch.no_grad():
                 zs.append(vae.encode(x).latent_dist.mode()[:, :, a:])
             xs.append(x[:, :, t * a :])
@@ -474,20 +475,24 @@ class SectionTask:
         noise = torch.randn_like(x0)
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
-        prompts = [v["prompt"] for v, *_ in items]
-        embeds, mask = _pad_prompts([self.rt.prompt(t) for t in prompts])
-        pred = model(
+        pred = self.flow(model, items, xt, sigma, [v["prompt"] for v, *_ in items])
+        return torch.nn.functional.mse_loss(pred, noise - x0)
+
+    def flow(self, model, items, xt: torch.Tensor, sigma: torch.Tensor, prompts: list[str]):
+        """The model's predicted flow for `sample_one` items at noisy latents `xt`, `sigma`."""
+        embeds = [self.rt.prompt(t) for t in prompts]
+        hidden, mask = _pad_prompts(embeds)
+        return model(
             hidden_states=xt,
             timestep=sigma * 1000,
-            encoder_hidden_states=embeds,
+            encoder_hidden_states=hidden,
             encoder_attention_mask=mask,
-            pooled_projections=torch.cat([self.rt.prompt(t).pooled for t in prompts]),
+            pooled_projections=torch.cat([e.pooled for e in embeds]),
             image_embeds=torch.cat([v["image_embeds"] for v, *_ in items]),
             target_positions=torch.stack([pos for _, _, pos, _ in items]),
             context=[ctx for _, ctx, _, _ in items],
-            guidance=torch.full((b,), GUIDANCE * 1000),
+            guidance=torch.full((xt.shape[0],), GUIDANCE * 1000),
         )
-        return torch.nn.functional.mse_loss(pred, noise - x0)
 
     @staticmethod
     def shipped(model, averaged):
