@@ -29,6 +29,12 @@ def main() -> None:
     p.add_argument("--scenes", type=int, default=40)
     p.add_argument("--sections", type=int, default=64)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--first-only",
+        action="store_true",
+        help="only the section generated first under the inverted order (empty history): "
+        "where the goal can come from nothing but the prompt",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -37,7 +43,7 @@ def main() -> None:
     task = tr.SectionTask(preset, comps, tr.TrainConfig(scenes=0, seed=1))
     task.videos = [tr.encode_scene(comps, task.rt, tr.HELD_OUT + i) for i in range(args.scenes)]
     model = comps.transformer.eval()
-    items = [task.sample_one() for _ in range(args.sections)]
+    items = [task.sample_one(first=args.first_only) for _ in range(args.sections)]
     x0 = torch.stack([t for *_, t in items])
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
 

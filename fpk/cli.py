@@ -513,6 +513,14 @@ def train(
             help="VAE: first make its causal convolutions frame-wise (taps summed into the last).",
         ),
     ] = False,
+    first_share: Annotated[
+        float,
+        typer.Option(
+            "--first-share",
+            help="Transformer: share of sections drawn as the inverted order's first (the end "
+            "of the video from the start image alone: the goal is only in the prompt).",
+        ),
+    ] = 0.0,
     weights: Annotated[
         Path | None,
         typer.Option("--weights", help="Components folder (default: the preset's embedded one)."),
@@ -533,10 +541,12 @@ def train(
     p = load_preset(preset)
     if steps < 1 or batch < 1 or scenes < 1:
         raise UsageError("--steps, --batch and --scenes must be at least 1")
+    if not 0 <= first_share <= 1:
+        raise UsageError(f"--first-share {first_share}: give a share between 0 and 1")
     cfg = tr.TrainConfig(
         component=component, steps=steps, batch=batch, lr=lr, scenes=scenes,
         checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed or 0,
-        threads=threads, decoder_only=decoder_only, inflate=inflate,
+        threads=threads, decoder_only=decoder_only, inflate=inflate, first_share=first_share,
     )  # fmt: skip
     folder = weights or EMBEDDED_DIR / p.name
     stop = _StopFlag()

@@ -67,6 +67,7 @@ class TrainConfig:
     threads: int = 0
     decoder_only: bool = False  # VAE: keep the encoder (and so every latent) as it is
     inflate: bool = False  # VAE: start from fpk.tiny.inflate_causal of the loaded weights
+    first_share: float = 0.0  # transformer: share of samples that are `sample_one(first=True)`
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class TrainProgress(ev.Event):
 
 def ensure_components(preset: Preset, folder: Path, seed: int = 0) -> None:
     """Random tiny components of the real classes in `folder`, unless already there."""
-    from fpk.tiny import TinySizes, build_components, save_components, steady_norms
+    from fpk.tiny import TinySizes, build_components, salient_words, save_components, steady_norms
 
     if (folder / "vae" / "config.json").is_file():
         return
@@ -98,6 +99,7 @@ def ensure_components(preset: Preset, folder: Path, seed: int = 0) -> None:
         seed,
     )
     steady_norms(comps["vae"])
+    salient_words(comps["text_encoder"])
     comps["transformer"].register_to_config(fpk_schedule=preset.schedule.name)
     save_components(comps, folder)
 
@@ -441,7 +443,11 @@ class SectionTask:
         comps.vae.use_framewise_encoding = False  # one pass per clip: faster than tiles here
         self.videos = [encode_scene(comps, self.rt, seed) for seed in range(cfg.scenes)]
 
-    def sample_one(self):
+    def sample_one(self, first: bool = False, sections: int | None = None):
+        """A random section with its context; `first`: the section generated first under the
+        inverted order with released padding (the end of the video, nothing known but the
+        start image), where the goal can only come from the prompt; `sections`: the video's
+        length (default: drawn from 1 to MAX_SECTIONS)."""
         from fpk.context import model_shift, section_context
         from fpk.orders import known_frames, plan_sections
 
@@ -449,9 +455,11 @@ class SectionTask:
         order, padding = self.rng.choices(
             [(o, p) for o, p, _ in ORDERS_MIX], [w for *_, w in ORDERS_MIX]
         )[0]
-        sections = self.rng.randint(1, MAX_SECTIONS)
+        if first:
+            order, padding = "inverted", "released"
+        sections = sections or self.rng.randint(1, MAX_SECTIONS)
         plan = plan_sections(order, sections, self.window, padding)
-        step = plan[self.rng.randrange(sections)]
+        step = plan[0 if first else self.rng.randrange(sections)]
         lat = video["latents"]
         known = {p: lat[:, p] for p in known_frames(plan, step.order)}
         shift = model_shift(step, self.model_schedule, padding)
@@ -466,7 +474,8 @@ class SectionTask:
     def loss(self, model, step: int = 0) -> torch.Tensor:
         from fpk.sigmas import shift_mu, time_shift
 
-        items = [self.sample_one() for _ in range(self.cfg.batch)]
+        share = self.cfg.first_share
+        items = [self.sample_one(first=self.rng.random() < share) for _ in range(self.cfg.batch)]
         x0 = torch.stack([t for *_, t in items])  # (B, C, S, h, w)
         b = x0.shape[0]
         p = model.config.patch_size

@@ -168,3 +168,59 @@ def test_inflate_causal_makes_each_latent_frame_one_pixel_frame():
         dist = torch.stack([(z[:, t] - im).norm() for im in images])
         assert dist.argmin().item() == 4 * t, dist
         assert dist[4 * t] < 0.1 * z[:, t].norm()  # measured 2-3 %; other frames 50-80 %
+
+
+def test_salient_words_give_the_words_unit_scale(tiny_saved):
+    """At the default init (std 0.02) a word reaches the transformer as a vector of RMS ~0.02,
+    far under its `proj_in` bias; `salient_words` (what `fpk train` gives a new tiny Llama)
+    makes the features, and the difference one word makes, of unit scale."""
+    import copy
+
+    import torch
+
+    from fpk import conditioning as cond
+    from fpk.tiny import salient_words
+
+    _, comps, _ = tiny_saved
+
+    class C:
+        tokenizer, text_encoder = comps["tokenizer"], copy.deepcopy(comps["text_encoder"])
+        tokenizer_2, text_encoder_2 = comps["tokenizer_2"], comps["text_encoder_2"]
+
+    def rms() -> tuple[float, float]:
+        a, b = (
+            cond.encode_prompt(
+                C, f"the red square moves to the top {w} corner", "cpu", torch.float32
+            )
+            for w in ("left", "right")
+        )
+        word = (a.embeds - b.embeds).norm(dim=-1).max()  # at the one token that differs
+        return a.embeds.pow(2).mean().sqrt().item(), (word / a.embeds.shape[-1] ** 0.5).item()
+
+    before = rms()
+    salient_words(C.text_encoder)
+    assert abs(C.text_encoder.get_input_embeddings().weight.std().item() - 1) < 1e-4
+    after = rms()
+    assert max(before) < 0.1 and min(after) > 0.5, (before, after)
+    salient_words(C.text_encoder)  # idempotent
+    assert abs(rms()[0] - after[0]) < 1e-5
+
+
+def test_first_sections_are_the_inverted_orders_first(small_preset, tmp_path):
+    """`sample_one(first=True)`: the end of the video, from the start image alone."""
+    import torch
+
+    from fpk.orders import plan_sections
+    from fpk.train import SectionTask, ensure_components, load
+
+    ensure_components(small_preset, tmp_path / "w")
+    comps = load(small_preset, tmp_path / "w")
+    task = SectionTask(small_preset, comps, TrainConfig(scenes=1))
+    for sections in (1, 4, 6):
+        video, ctx, positions, target = task.sample_one(first=True, sections=sections)
+        step = plan_sections("inverted", sections, task.window, "released")[0]
+        assert step.order == 0 and step.end_anchor
+        torch.testing.assert_close(
+            target, video["latents"][:, step.target.start : step.target.stop]
+        )
+        assert positions[0] > 0 and len(positions) == task.window
