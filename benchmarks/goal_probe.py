@@ -18,7 +18,6 @@ import torch
 from fpk import conditioning as cond
 from fpk import metrics, world
 from fpk import train as tr
-from fpk.config import load_preset
 from fpk.loading import EMBEDDED_DIR
 from fpk.sampling import sample
 from fpk.sigmas import flow_sigmas
@@ -33,12 +32,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    preset = load_preset("tiny")
-    comps = tr.load(preset, args.weights)
-    task = tr.SectionTask(preset, comps, tr.TrainConfig(scenes=0, seed=1))
-    model = comps.transformer.eval()
+    task = tr.probe_task(args.weights, args.threads)
+    comps, model = task.comps, task.model
     hits, rows = 0, []
     for i in range(args.scenes):
         base = world.scene(tr.HELD_OUT + i)

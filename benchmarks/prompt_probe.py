@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from fpk import train as tr
-from fpk.config import load_preset
 from fpk.loading import EMBEDDED_DIR
 
 
@@ -36,13 +35,9 @@ def main() -> None:
         "where the goal can come from nothing but the prompt",
     )
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    preset = load_preset("tiny")
-    comps = tr.load(preset, args.weights)
-    task = tr.SectionTask(preset, comps, tr.TrainConfig(scenes=0, seed=1))
+    task = tr.probe_task(args.weights, args.threads)
+    comps, model = task.comps, task.model
     task.videos = [tr.encode_scene(comps, task.rt, tr.HELD_OUT + i) for i in range(args.scenes)]
-    model = comps.transformer.eval()
     items = [task.sample_one(first=args.first_only) for _ in range(args.sections)]
     x0 = torch.stack([t for *_, t in items])
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))

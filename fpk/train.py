@@ -538,6 +538,19 @@ class SectionTask:
 HELD_OUT = 1_000_000  # scenes with seeds from here on are never trained on
 
 
+def probe_task(weights: Path, threads: int = 0, preset: str = "tiny") -> SectionTask:
+    """A SectionTask over `weights` with no scenes encoded (probes set `videos`), its
+    transformer in eval mode: what the benchmarks that question a trained model start from."""
+    from fpk.config import load_preset
+
+    if threads:
+        torch.set_num_threads(threads)
+    p = load_preset(preset)
+    task = SectionTask(p, load(p, weights), TrainConfig(scenes=0, seed=1))
+    task.model.eval()
+    return task
+
+
 def _pad_prompts(prompts) -> tuple[torch.Tensor, torch.Tensor]:
     n = max(p.embeds.shape[1] for p in prompts)
     embeds = torch.cat(
