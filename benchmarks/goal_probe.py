@@ -39,17 +39,12 @@ def main() -> None:
         base = world.scene(tr.HELD_OUT + i)
         for goal in world.GOALS:
             s = dataclasses.replace(base, goal=goal)
-            pixels = cond.to_tensor(world.render(s, tr.STATIC_AFTER))
-            lat = cond.encode_latents(comps.vae, pixels)
-            lat = torch.cat([lat, lat[:, -1:].expand(-1, 1 + SECTIONS * task.window, -1, -1)], 1)
-            video = {"latents": lat, "prompt": s.prompt,
-                     "image_embeds": cond.image_embeds(comps, world.render_frame(s, 0),
-                                                       task.rt.device, task.rt.dtype)}  # fmt: skip
-            task.videos = [video]
+            task.videos = [tr.encode_scene(comps, task.rt, 0, SECTIONS, scene=s)]
             item = task.sample_one(first=True, sections=SECTIONS)
             x0 = item[3][None]
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(i))
-            sig = flow_sigmas(args.steps, x0.shape[2] * x0.shape[3] * x0.shape[4] // 4)
+            p = model.config.patch_size
+            sig = flow_sigmas(args.steps, x0.shape[2] * (x0.shape[3] // p) * (x0.shape[4] // p))
             with torch.no_grad():
                 out = sample(
                     lambda x, t, item=item, text=s.prompt: task.flow(

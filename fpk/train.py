@@ -561,15 +561,18 @@ def _pad_prompts(prompts) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def encode_scene(comps, rt, seed: int, sections: int = MAX_SECTIONS) -> dict:
-    """Latents of a world video long enough for `sections` sections, plus its conditions.
+def encode_scene(
+    comps, rt, seed: int, sections: int = MAX_SECTIONS, scene: world.Scene | None = None
+) -> dict:
+    """Latents of a world video long enough for `sections` sections, plus its conditions;
+    the scene of `seed`, or `scene` where given.
 
     Only the first STATIC_AFTER frames are encoded: the world is still after that (the
     object has arrived), so later latent frames repeat the last one.
     """
     from fpk import conditioning as cond
 
-    s = world.scene(seed)
+    s = scene or world.scene(seed)
     window = rt.preset.sampling.window
     latent_frames = 1 + sections * window
     pixels = cond.to_tensor(world.render(s, STATIC_AFTER))  # (3, F, H, W)
