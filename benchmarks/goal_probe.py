@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from fpk import conditioning as cond
-from fpk import metrics, world
-from fpk import train as tr
-from fpk.loading import EMBEDDED_DIR
-from fpk.sampling import sample
-from fpk.sigmas import flow_sigmas
+from fpk.model import conditioning as cond
+from fpk.model.loading import EMBEDDED_DIR
+from fpk.sampling.sigmas import flow_sigmas
+from fpk.sampling.solvers import sample
+from fpk.synthetic import metrics, world
+from fpk.train import training as tr
 
 SECTIONS = 6  # the first section of any video of 4 sections or more: padding 3
 

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fpk import metrics, world
-from fpk.batch import load_runtime
 from fpk.config import load_preset
-from fpk.jobs import resolve_job
-from fpk.pipeline import run_job
-from fpk.train import HELD_OUT
-from fpk.video import read_video
+from fpk.media.video import read_video
+from fpk.run.batch import load_runtime
+from fpk.run.jobs import resolve_job
+from fpk.run.pipeline import run_job
+from fpk.synthetic import metrics, world
+from fpk.train.training import HELD_OUT
 
 
 def main() -> None:

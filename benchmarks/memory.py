@@ -20,7 +20,7 @@ from pathlib import Path
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from fpk import batch
+from fpk.run import batch
 from fpk.config import load_preset
 weights, out, length, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 t = time.perf_counter()
@@ -40,8 +40,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1)
     args = parser.parse_args()
     from fpk.config import load_preset
-    from fpk.tiny import build_components, save_components
-    from fpk.world import vocabulary
+    from fpk.model.tiny import build_components, save_components
+    from fpk.synthetic.world import vocabulary
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights"

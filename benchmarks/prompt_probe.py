@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from fpk import train as tr
-from fpk.loading import EMBEDDED_DIR
+from fpk.model.loading import EMBEDDED_DIR
+from fpk.train import training as tr
 
 
 def swap(text: str, a: str, b: str) -> str:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fpk import conditioning as cond
-from fpk import metrics, world
-from fpk.batch import load_runtime
 from fpk.config import load_preset
-from fpk.decoding import stream_frames
-from fpk.train import HELD_OUT
+from fpk.media.decoding import stream_frames
+from fpk.model import conditioning as cond
+from fpk.run.batch import load_runtime
+from fpk.synthetic import metrics, world
+from fpk.train.training import HELD_OUT
 
 
 def main() -> None:

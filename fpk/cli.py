@@ -119,8 +119,8 @@ def inspect_context(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the context accounting of a preset: tokens per level, total, bound, parameters."""
-    from fpk.accounting import context_report
     from fpk.config import load_preset, parse_resolution
+    from fpk.model.accounting import context_report
 
     res = parse_resolution(resolution) if resolution else None
     report = context_report(load_preset(preset), res, window, history_frames, schedule, anchors)
@@ -192,8 +192,8 @@ def check_weights(
 ) -> None:
     """Load a preset's weights (safetensors only) and report what was found."""
     from fpk.config import load_preset
-    from fpk.devices import pick_device, pick_dtype
-    from fpk.loading import COMPONENTS, load_components
+    from fpk.model.devices import pick_device, pick_dtype
+    from fpk.model.loading import COMPONENTS, load_components
 
     p = load_preset(preset)
     dev = pick_device(device)
@@ -275,10 +275,10 @@ def generate(
 
 def _run_jobs(flags, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json):
     """Shared by generate and extend: plan, run with progress, summary, exit code."""
-    from fpk import batch
     from fpk.config import load_preset
-    from fpk.jobs import read_manifest
-    from fpk.sampling import Cancelled
+    from fpk.run import batch
+    from fpk.run.jobs import read_manifest
+    from fpk.sampling.solvers import Cancelled
 
     _quiet_libraries()
     p = load_preset(preset)
@@ -456,9 +456,9 @@ def benchmark(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure samplers, drift and cost side by side; writes report.json and PNG plots."""
-    from fpk import benchmark as bm
-    from fpk.batch import load_runtime
+    from fpk.bench import benchmark as bm
     from fpk.config import load_preset
+    from fpk.run.batch import load_runtime
 
     _quiet_libraries()
     valid = ("quality", "packing", "diffusers", "section_cost")
@@ -533,9 +533,9 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a preset's transformer (or VAE) on fpk's synthetic world."""
-    from fpk import train as tr
     from fpk.config import load_preset
-    from fpk.loading import EMBEDDED_DIR
+    from fpk.model.loading import EMBEDDED_DIR
+    from fpk.train import training as tr
 
     _quiet_libraries()
     p = load_preset(preset)

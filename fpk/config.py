@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fpk.errors import ConfigError, UsageError
-from fpk.packing import LatentGrid, Level, Schedule, validate_schedule
+from fpk.model.packing import LatentGrid, Level, Schedule, validate_schedule
 
 if sys.version_info >= (3, 11):
     import tomllib

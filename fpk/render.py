@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fpk.accounting import ContextReport, LayoutCount
+from fpk.model.accounting import ContextReport, LayoutCount
 
 
 def _console() -> Console:

@@ -32,7 +32,7 @@ def tiny_saved(tmp_path_factory):
     """Tiny random components of the real classes for the `tiny` preset, saved in the real
     layout (transformer sharded with an index); returns (preset, components, folder)."""
     from fpk.config import load_preset
-    from fpk.tiny import build_components, save_components
+    from fpk.model.tiny import build_components, save_components
 
     preset = load_preset("tiny")
     components = build_components(preset, WORDS, seed=0)

@@ -1,0 +1,352 @@
+"""`fpk benchmark`: what FramePack claims, measured on the model at hand.
+
+1. quality and drift by sampling order and section size, against the world's ground truth;
+2. packing against the alternatives (full context, a fixed window): tokens, seconds and peak
+   memory per section as the video grows, and identity kept at the end;
+3. throughput against diffusers' HunyuanVideoFramepackPipeline on the same components;
+4. the cost of section 1, 10 and 50 of a long video.
+
+Results go to `report.json` (schema "fpk.benchmark/1", documented in the README) and PNG
+plots. Every timing is a ratio or a series measured in this one process.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fpk import events as ev
+from fpk.model.packing import Level, Schedule
+from fpk.synthetic import metrics, world
+
+SCHEMA = "fpk.benchmark/1"
+ORDERS = ("vanilla", "anti-drifting", "inverted")
+HELD_OUT = 1_000_000  # world seeds never trained on
+
+
+@dataclass(frozen=True)
+class Plan:
+    samplers: tuple[str, ...]
+    windows: tuple[int, ...]
+    seeds: int
+    seconds: float  # video length for the quality part
+    steps: int
+    sections: tuple[int, ...]  # section counts at which cost is measured
+    time_cap: float  # seconds per section past which a method stops
+    memory_cap_mb: float
+    parts: tuple[str, ...] = ("quality", "packing", "diffusers", "section_cost")
+
+
+def make_plan(sampler: str, quick: bool, seeds: int, parts: tuple[str, ...] | None) -> Plan:
+    from fpk.errors import UsageError
+
+    if sampler != "all" and sampler not in ORDERS:
+        raise UsageError(f"unknown sampler '{sampler}' (valid: {', '.join(ORDERS)}, all)")
+    samplers = ORDERS if sampler == "all" else (sampler,)
+    plan = Plan(
+        samplers=samplers,
+        windows=(1, 4, 9),
+        seeds=seeds,
+        seconds=4.0 if quick else 20.0,
+        steps=6 if quick else 25,
+        sections=(1, 2, 5, 10, 20, 50, 100) if quick else tuple(range(1, 101)),
+        time_cap=5.0 if quick else 60.0,
+        memory_cap_mb=8000.0,
+    )
+    return replace(plan, parts=parts) if parts else plan
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- 1. quality and drift ----------------------------------------------------------------
+
+
+def quality(rt, plan: Plan, out: Path, sink: ev.EventSink) -> dict[str, Any]:
+    from PIL import Image
+
+    from fpk.media.video import read_video
+    from fpk.run.jobs import resolve_job
+    from fpk.run.pipeline import run_job
+
+    rows = []
+    for seed in range(plan.seeds):
+        scene = world.scene(HELD_OUT + seed)
+        image = out / "inputs" / f"scene-{seed}.png"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(world.render_frame(scene, 0)).save(image)
+        for sampler in plan.samplers:
+            for window in plan.windows:
+                name = f"q-{sampler}-w{window}-s{seed}"
+                sink(ev.Message("benchmark", f"quality: {name}"))
+                job = resolve_job(
+                    rt.preset,
+                    {"image": str(image), "prompt": scene.prompt, "len": f"{plan.seconds}s"},
+                    {"sampler": sampler, "window": window, "steps": plan.steps, "name": name,
+                     "seed": seed},
+                    out / "videos",
+                )  # fmt: skip
+                frames, _, _ = read_video(run_job(rt, job))
+                per_sec = metrics.per_second(frames, scene)
+                rows.append({"sampler": sampler, "window": window, "seed": seed,
+                             "per_second": per_sec})  # fmt: skip
+    return {"runs": rows, "summary": summarise(rows, plan)}
+
+
+def summarise(rows: list[dict], plan: Plan) -> dict[str, Any]:
+    """Mean and spread of every metric and of its drift, per sampler; wins per metric."""
+    out: dict[str, Any] = {}
+    for sampler in plan.samplers:
+        mine = [r for r in rows if r["sampler"] == sampler]
+        entry = {}
+        for m in metrics.METRICS:
+            means = [float(np.mean([s[m] for s in r["per_second"]])) for r in mine]
+            drifts = [metrics.drift([s[m] for s in r["per_second"]]) for r in mine]
+            entry[m] = {"mean": _mean(means), "std": _std(means),
+                        "drift": _mean(drifts), "drift_std": _std(drifts)}  # fmt: skip
+        out[sampler] = entry
+    out["wins"] = wins(out, plan.samplers)
+    return out
+
+
+def wins(summary: dict[str, Any], samplers: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Per sampler: metrics where it has the best mean, and the least drift (toward worse)."""
+    result = {s: {"best_mean": 0, "least_drift": 0} for s in samplers}
+    for m in metrics.METRICS:
+        sign = 1 if metrics.HIGHER_IS_BETTER[m] else -1
+        best = max(samplers, key=lambda s: sign * summary[s][m]["mean"])
+        result[best]["best_mean"] += 1
+        # drift toward worse is negative for higher-is-better metrics: smallest loss wins
+        steady = max(samplers, key=lambda s: min(0.0, sign * summary[s][m]["drift"]))
+        result[steady]["least_drift"] += 1
+    return result
+
+
+def _mean(xs: list[float]) -> float:
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def _std(xs: list[float]) -> float:
+    return float(np.std(xs)) if len(xs) > 1 else 0.0
+
+
+# --- 2 and 4. cost per section -----------------------------------------------------------
+
+
+def packing_methods(rt) -> dict[str, Schedule]:
+    base = rt.schedule
+    big = 10**6
+    return {
+        base.name: base,
+        "full context": Schedule("full", (Level((1, 2, 2), big),), tail="delete"),
+        "window 9": Schedule("window9", (Level((1, 2, 2), 9),), tail="delete"),
+    }
+
+
+def section_seconds(rt, schedule: Schedule, history: int, repeats: int = 2) -> tuple[float, int]:
+    """Seconds of one denoising step of a section with `history` frames behind it, tokens."""
+    from fpk.model.context import section_context
+    from fpk.sampling.orders import HistorySide, SectionStep
+
+    window = rt.preset.sampling.window
+    grid = rt.preset.latent_grid()
+    c = rt.components.transformer.config.in_channels
+    first = 1 + history
+    step = SectionStep(0, 0, range(first, first + window), 0, (HistorySide(first - 1, -1),))
+    latents = {p: torch.randn(c, grid.height, grid.width) for p in range(first)}
+    ctx = section_context(step, schedule, grid, latents, 0, latents[0])
+    prompt = rt.prompt("the red square moves to the top right corner and stops")
+    model = rt.components.transformer
+    from fpk.run.pipeline import _image_tokens
+
+    n_img = _image_tokens(rt.components)
+    kwargs = dict(
+        hidden_states=torch.randn(1, c, window, grid.height, grid.width),
+        timestep=torch.tensor([500.0]),
+        encoder_hidden_states=prompt.embeds,
+        encoder_attention_mask=prompt.mask,
+        pooled_projections=prompt.pooled,
+        image_embeds=torch.zeros(1, n_img, rt.preset.architecture.image_proj_dim),
+        target_positions=torch.tensor([list(step.target)]),
+        context=[ctx],
+        guidance=torch.tensor([10000.0]),
+    )
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(**kwargs)
+            times.append(time.perf_counter() - t)
+    from fpk.model.context import context_tokens
+
+    tokens = sum(n for _, n in context_tokens(ctx, grid)) + window * (grid.height // 2) * (
+        grid.width // 2
+    )
+    return min(times), tokens
+
+
+def packing_cost(rt, plan: Plan, sink: ev.EventSink) -> dict[str, Any]:
+    window = rt.preset.sampling.window
+    out: dict[str, Any] = {}
+    for name, schedule in packing_methods(rt).items():
+        rows, stopped = [], None
+        for k in plan.sections:
+            secs, tokens = section_seconds(rt, schedule, (k - 1) * window)
+            rows.append({"section": k, "seconds": round(secs, 5), "tokens": tokens,
+                         "peak_rss_mb": round(peak_rss_mb(), 1)})  # fmt: skip
+            sink(ev.Message("benchmark", f"cost: {name}, section {k}: {secs:.3f} s, {tokens} tok"))
+            if secs > plan.time_cap or peak_rss_mb() > plan.memory_cap_mb:
+                stopped = (
+                    f"stopped after section {k}: {secs:.1f} s per step > cap {plan.time_cap} s"
+                )
+                break
+        out[name] = {"rows": rows, "stopped": stopped}
+    return out
+
+
+def identity(rt, plan: Plan, out: Path) -> dict[str, Any]:
+    """Colour and position error in the last second, per packing method (what is forgotten)."""
+    from PIL import Image
+
+    from fpk.media.video import read_video
+    from fpk.run.jobs import resolve_job
+    from fpk.run.pipeline import run_job
+
+    result = {}
+    scene = world.scene(HELD_OUT)
+    image = out / "inputs" / "identity.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(world.render_frame(scene, 0)).save(image)
+    original = rt.components.schedule
+    for name, schedule in packing_methods(rt).items():
+        rt.components.schedule = schedule
+        try:
+            entry = {"image": str(image), "prompt": scene.prompt, "len": f"{plan.seconds}s"}
+            flags = {"sampler": "vanilla", "steps": plan.steps, "name": f"id-{schedule.name}"}
+            job = resolve_job(rt.preset, entry, flags, out / "videos")
+            frames, _, _ = read_video(run_job(rt, job))
+        finally:
+            rt.components.schedule = original
+        last = metrics.per_second(frames, scene)[-1]
+        result[name] = {"last_second": last}
+    return result
+
+
+def section_cost(cost: dict[str, Any], name: str) -> dict[str, float]:
+    rows = {r["section"]: r["seconds"] for r in cost[name]["rows"]}
+    return {str(k): rows[k] for k in (1, 10, 50) if k in rows}
+
+
+# --- 3. against diffusers ----------------------------------------------------------------
+
+
+def against_diffusers(steps: int, sections: int, runs: int, sink: ev.EventSink) -> dict[str, Any]:
+    """fpk vs HunyuanVideoFramepackPipeline on the same tiny released-layout components,
+    Euler, same sections and steps; alternating runs in this process; median seconds."""
+    from fpk.bench.comparison import diffusers_runner, fpk_runner, released_components
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rt, image = released_components(Path(tmp))
+        ours = fpk_runner(rt, image, sections, steps, Path(tmp) / "out")
+        theirs = diffusers_runner(rt, image, sections, steps)
+        ours(), theirs()  # warm up both
+        t_ours, t_theirs = [], []
+        for i in range(runs):
+            for fn, times in ((ours, t_ours), (theirs, t_theirs)):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            sink(ev.Message("benchmark", f"diffusers comparison: run {i + 1}/{runs}"))
+    fpk_s, dif_s = statistics.median(t_ours), statistics.median(t_theirs)
+    return {"fpk_seconds": round(fpk_s, 4), "diffusers_seconds": round(dif_s, 4),
+            "speedup": round(dif_s / fpk_s, 3), "runs": runs, "sections": sections,
+            "steps": steps, "fpk_all": t_ours, "diffusers_all": t_theirs}  # fmt: skip
+
+
+# --- the whole run -----------------------------------------------------------------------
+
+
+def run(
+    rt,
+    plan: Plan,
+    out: Path,
+    sink: ev.EventSink = ev.ignore,
+    diffusers_fn: Callable[..., dict] = against_diffusers,
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {"schema": SCHEMA, "preset": rt.preset.name,
+                              "plan": plan.__dict__, "device": str(rt.device)}  # fmt: skip
+    if "quality" in plan.parts:
+        report["quality"] = quality(rt, plan, out, sink)
+    if "packing" in plan.parts or "section_cost" in plan.parts:
+        cost = packing_cost(rt, plan, sink)
+        report["packing"] = {"cost": cost, "identity": identity(rt, plan, out)}
+        report["section_cost"] = section_cost(cost, rt.schedule.name)
+    if "diffusers" in plan.parts:
+        report["diffusers"] = diffusers_fn(plan.steps, 3, 3, sink)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    report["plots"] = plots(report, out)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def plots(report: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    if "quality" in report:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for sampler in report["plan"]["samplers"]:
+            runs = [r for r in report["quality"]["runs"] if r["sampler"] == sampler]
+            n = min(len(r["per_second"]) for r in runs)
+            for ax, m, label in (
+                (axes[0], "psnr", "PSNR (dB)"),
+                (axes[1], "position_error", "object position error (px)"),
+            ):
+                ys = np.mean([[s[m] for s in r["per_second"][:n]] for r in runs], axis=0)
+                ax.plot(np.arange(1, n + 1), ys, marker="o", label=sampler)
+                ax.set_xlabel("second of video")
+                ax.set_ylabel(label)
+        axes[0].set_title("quality over time against ground truth")
+        axes[1].set_title("drift: where the object is vs where it should be")
+        axes[0].legend()
+        fig.tight_layout()
+        fig.savefig(out / "quality.png", dpi=100)
+        plt.close(fig)
+        made.append("quality.png")
+    if "packing" in report:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for name, data in report["packing"]["cost"].items():
+            xs = [r["section"] for r in data["rows"]]
+            axes[0].plot(xs, [r["seconds"] for r in data["rows"]], marker="o", label=name)
+            axes[1].plot(xs, [r["tokens"] for r in data["rows"]], marker="o", label=name)
+        for ax, label in ((axes[0], "seconds per denoising step"), (axes[1], "tokens in context")):
+            ax.set_xlabel("section index (video length in sections)")
+            ax.set_ylabel(label)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend()
+        axes[0].set_title("cost per section as the video grows")
+        axes[1].set_title("transformer context per section")
+        fig.tight_layout()
+        fig.savefig(out / "cost.png", dpi=100)
+        plt.close(fig)
+        made.append("cost.png")
+    return made

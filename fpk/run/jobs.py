@@ -1,0 +1,355 @@
+"""Jobs: one command line or a manifest of many, resolved once into frozen `JobSpec`s.
+
+Precedence, in one place (`resolve_job`): defaults < preset < manifest entry < command-line
+flags. Every input is checked here, before any weights load; a manifest entry that fails its
+checks becomes a failed job and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fpk.config import Preset, Resolution, check_resolution, parse_resolution, read_toml
+from fpk.errors import ConfigError, FpkError, UsageError
+from fpk.sampling.orders import ORDERS, PADDINGS
+from fpk.sampling.prompts import parse_prompt
+from fpk.sampling.solvers import SOLVERS
+from fpk.sampling.timeline import parse_length
+
+DEFAULT_SEED = 31337  # the official demo's
+DEFAULT_LENGTH = "5s"
+MAX_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A fully resolved job: what the pipeline runs and the sidecar records."""
+
+    name: str
+    preset: str
+    out: Path
+    prompt: str
+    frames: int
+    length: str
+    seed: int
+    steps: int
+    cfg: float
+    guidance: float
+    guidance_rescale: float
+    window: int
+    sampler: str
+    padding: str
+    solver: str
+    fps: int
+    crf: int
+    image: Path | None = None
+    end_image: Path | None = None
+    end_strength: float = 1.0
+    resolution: Resolution | None = None
+    negative_prompt: str = ""
+    prompt_blend: int = 0
+    video: Path | None = None  # fpk extend: the clip to continue
+    extend: tuple[tuple[str, Any], ...] = ()  # fpk extend's own settings
+    weights_identity: str = ""
+
+    @property
+    def output(self) -> Path:
+        return self.out / f"{self.name}.mp4"
+
+    @property
+    def sidecar(self) -> Path:
+        return self.out / f"{self.name}.json"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for key in ("out", "image", "end_image", "video"):
+            data[key] = None if data[key] is None else str(data[key])
+        data["resolution"] = None if self.resolution is None else str(self.resolution)
+        data["extend"] = dict(self.extend)
+        return data
+
+    @property
+    def settings_hash(self) -> str:
+        data = self.as_dict()
+        for key in ("out", "name"):
+            data.pop(key)
+        for key in ("image", "end_image"):  # the file's content, not its path
+            path = getattr(self, key)
+            data[key] = _file_digest(path) if path is not None else None
+        if self.video is not None:  # a clip may be large: its size and time stand for it
+            st = self.video.stat()
+            data["video"] = f"{st.st_size}-{st.st_mtime_ns}"
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+#: Keys a manifest entry (or the command line) may set, by their long option names.
+JOB_KEYS = (
+    "name", "image", "end_image", "end_strength", "prompt", "negative_prompt", "len", "seed",
+    "steps", "cfg", "guidance", "guidance_rescale", "window", "sampler", "padding", "solver",
+    "resolution", "crf", "fps", "prompt_blend", "video", "context_frames", "anchor_image",
+    "keep_source", "reencode_source", "reverse",
+)  # fmt: skip
+EXTEND_KEYS = ("context_frames", "anchor_image", "keep_source", "reencode_source", "reverse")
+PATH_KEYS = ("image", "end_image", "video", "anchor_image")
+
+
+def resolve_job(
+    preset: Preset,
+    entry: dict[str, Any],
+    flags: dict[str, Any],
+    out: Path,
+    where: str = "command line",
+    weights_identity: str = "",
+    base: Path | None = None,
+) -> JobSpec:
+    """One job: preset defaults < manifest `entry` < command-line `flags` (None = unset)."""
+    unknown = sorted(set(entry) - set(JOB_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (valid: {', '.join(JOB_KEYS)})")
+    values = {**entry, **{k: v for k, v in flags.items() if v is not None}}
+    for key in PATH_KEYS:
+        if values.get(key) is not None:
+            path = Path(str(values[key])).expanduser()
+            values[key] = path if path.is_absolute() or base is None else base / path
+    s = preset.sampling
+    get = values.get
+    fps = _int(get("fps", s.fps), "fps", 1, 240)
+    spec = JobSpec(
+        name="",
+        preset=preset.name,
+        out=out,
+        prompt=_text(get("prompt", ""), "prompt"),
+        frames=parse_length(str(get("len", DEFAULT_LENGTH)), fps),
+        length=str(get("len", DEFAULT_LENGTH)),
+        seed=_int(get("seed", DEFAULT_SEED), "seed", 0, 2**63 - 1),
+        steps=_int(get("steps", s.steps), "steps", 1, MAX_STEPS),
+        cfg=_float(get("cfg", s.cfg), "cfg", 0, 100),
+        guidance=_float(get("guidance", s.guidance), "guidance", 0, 1000),
+        guidance_rescale=_float(
+            get("guidance_rescale", s.guidance_rescale), "guidance_rescale", 0, 1
+        ),
+        window=_int(get("window", s.window), "window", 1, 64),
+        sampler=_choice(get("sampler", s.sampler), "sampler", tuple(ORDERS)),
+        padding=_choice(get("padding", "released"), "padding", PADDINGS),
+        solver=_choice(get("solver", s.solver), "solver", SOLVERS),
+        fps=fps,
+        crf=_int(get("crf", s.crf), "crf", 0, 51),
+        image=get("image"),
+        end_image=get("end_image"),
+        end_strength=_float(get("end_strength", 1.0), "end_strength", 0, 1),
+        resolution=_resolution(get("resolution"), preset),
+        negative_prompt=_text(get("negative_prompt", ""), "negative_prompt"),
+        prompt_blend=_int(get("prompt_blend", 0), "prompt_blend", 0, 100),
+        video=get("video"),
+        extend=tuple((k, _plain(values[k])) for k in EXTEND_KEYS if values.get(k) is not None),
+        weights_identity=weights_identity,
+    )  # fmt: skip
+    parse_prompt(spec.prompt)
+    _check_files(spec)
+    name = str(get("name") or _default_name(spec))
+    return dataclasses.replace(spec, name=_safe_name(name))
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _default_name(spec: JobSpec) -> str:
+    source = spec.video or spec.image
+    stem = source.stem if source is not None else "text"
+    return f"{stem}-{spec.settings_hash[:8]}"
+
+
+def _safe_name(name: str) -> str:
+    bad = set('/\\:*?"<>|\0')
+    if not name or name in (".", "..") or any(c in bad for c in name):
+        raise UsageError(f"job name '{name}' cannot be a file name; use letters, digits, - and _")
+    return name
+
+
+def _text(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"{key} must be text, got {value!r}")
+    return value
+
+
+def _int(value: Any, key: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise UsageError(f"--{key.replace('_', '-')} must be a whole number, got {value!r}")
+    try:
+        n = int(value)
+    except ValueError:
+        raise UsageError(
+            f"--{key.replace('_', '-')} must be a whole number, got {value!r}"
+        ) from None
+    if not low <= n <= high:
+        raise UsageError(f"--{key.replace('_', '-')} must be between {low} and {high}, got {n}")
+    return n
+
+
+def _float(value: Any, key: str, low: float, high: float) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{key.replace('_', '-')} must be a number, got {value!r}") from None
+    if not low <= x <= high:
+        raise UsageError(
+            f"--{key.replace('_', '-')} must be between {low:g} and {high:g}, got {x:g}"
+        )
+    return x
+
+
+def _choice(value: Any, key: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise UsageError(f"unknown {key} '{value}' (valid: {', '.join(valid)})")
+    return value
+
+
+def _resolution(value: Any, preset: Preset) -> Resolution | None:
+    if value is None:
+        return None
+    res = value if isinstance(value, Resolution) else parse_resolution(str(value))
+    check_resolution(res, preset.resolution_multiple)
+    from fpk.model.packing import validate_schedule
+
+    validate_schedule(preset.schedule, preset.latent_grid(res))
+    return res
+
+
+def _check_files(spec: JobSpec) -> None:
+    """Open every image now, so a bad one fails its job before any weights load."""
+    from fpk.model.conditioning import open_image
+
+    if spec.image is not None:
+        open_image(spec.image, "--image")
+    if spec.end_image is not None:
+        open_image(spec.end_image, "--end-image")
+        if spec.sampler != "inverted":
+            raise UsageError("--end-image needs --sampler inverted (the end is generated first)")
+    extend = dict(spec.extend)
+    if extend.get("anchor_image") is not None:
+        open_image(Path(extend["anchor_image"]), "--anchor-image")
+    if spec.video is not None:
+        from fpk.media.clips import probe
+
+        probe(spec.video)
+        if extend.get("context_frames") is not None:
+            _int(extend["context_frames"], "context_frames", 1, 10**7)
+
+
+# --- manifests ---------------------------------------------------------------------------
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """Entries of a TOML (`[[job]]` tables) or JSONL (one object a line) manifest."""
+    if not path.is_file():
+        raise UsageError(f"--manifest {path}: no such file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"--manifest {path}: not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
+    if path.suffix == ".jsonl":
+        return _jsonl_entries(path, text)
+    if path.suffix == ".toml":
+        table = read_toml(path)
+        unknown = sorted(set(table) - {"job"})
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown key '{unknown[0]}' (a manifest holds [[job]] tables)"
+            )
+        jobs = table.get("job", [])
+        if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
+            raise ConfigError(f"{path}: 'job' must be an array of tables: [[job]]")
+        return jobs
+    raise UsageError(f"--manifest {path}: use a .toml or .jsonl file")
+
+
+def _jsonl_entries(path: Path, text: str) -> list[dict[str, Any]]:
+    entries = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}:{n}: not JSON ({err.msg})") from None
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}:{n}: each line must be a JSON object")
+        entries.append(entry)
+    return entries
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A manifest entry after checking: a job to run, or the error that stopped it."""
+
+    label: str
+    job: JobSpec | None
+    error: FpkError | None = None
+
+
+def plan_jobs(
+    preset: Preset,
+    entries: list[dict[str, Any]],
+    flags: dict[str, Any],
+    out: Path,
+    where: Path | None,
+    weights_identity: str = "",
+) -> list[Planned]:
+    """Resolve every entry; one bad entry becomes a failed job, not a failed batch."""
+    planned = []
+    base = where.parent if where is not None else None
+    for i, entry in enumerate(entries, 1):
+        label = str(entry.get("name") or f"job {i}")
+        loc = f"{where} job {i}" if where is not None else "command line"
+        try:
+            job = resolve_job(preset, entry, flags, out, loc, weights_identity, base)
+            planned.append(Planned(job.name, job))
+        except FpkError as err:
+            message = str(err) if where is None or loc in str(err) else f"{loc}: {err}"
+            planned.append(Planned(label, None, type(err)(message)))
+    names = [p.job.name for p in planned if p.job]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"two jobs would write the same file '{dupes[0]}.mp4'; give each a name")
+    return planned
+
+
+def is_done(job: JobSpec) -> bool:
+    """The output exists, is complete, and was made with the same resolved settings."""
+    if not (job.output.is_file() and job.sidecar.is_file()):
+        return False
+    try:
+        side = json.loads(job.sidecar.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return side.get("settings_hash") == job.settings_hash and _frames_in(job.output) == side.get(
+        "frames"
+    )
+
+
+def _frames_in(path: Path) -> int | None:
+    """Frame count from the mp4's header (no decoding)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return container.streams.video[0].frames or None
+    except (av.error.FFmpegError, IndexError, OSError):
+        return None

@@ -1,0 +1,440 @@
+"""The section driver: one job from conditions to an mp4, section by section.
+
+Steps (diffusers' FramePack pipeline numbers them; here each is a function):
+1. conditions: the start image (or a start frame sampled from text alone), the end image,
+   prompt encodings per section (cached across jobs);
+2. the section plan of the sampling order (fpk.sampling.orders) over the section grid
+   (fpk.sampling.timeline);
+3. for each section: pack its context (fpk.model.context), denoise (fpk.sampling.solvers),
+   store its latents on disk (a rerun resumes from them);
+4. decode in time order with overlapping chunks and stream frames to the mp4 (fpk.media.decoding);
+5. the sidecar JSON with the resolved settings, versions and per-section timings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fpk import events as ev
+from fpk.config import Preset, Resolution
+from fpk.media.decoding import stream_frames
+from fpk.media.video import VideoWriter
+from fpk.model import conditioning as cond
+from fpk.model.context import context_tokens, model_shift, section_context
+from fpk.model.packing import LatentGrid, Schedule
+from fpk.run.jobs import JobSpec
+from fpk.sampling.orders import SectionStep, plan_sections
+from fpk.sampling.prompts import parse_prompt, section_prompts
+from fpk.sampling.sigmas import flow_sigmas
+from fpk.sampling.solvers import Cancelled, sample
+from fpk.sampling.timeline import SectionGrid, section_grid
+
+GUIDANCE_SCALE = 1000.0  # distilled guidance is embedded as g * 1000
+WORK_DIR = ".fpk-work"  # beside the outputs: finished sections of unfinished jobs
+
+
+@dataclass
+class Runtime:
+    """What every job of a batch shares: the models, where they run, caches."""
+
+    preset: Preset
+    components: object  # fpk.model.loading.Components
+    device: torch.device
+    dtype: torch.dtype
+    prompt_cache: dict[str, cond.PromptEmbeds] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        vae = getattr(self.components, "vae", None)
+        if vae is not None:
+            vae.use_framewise_decoding = self.preset.vae.framewise_decoding
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.components.schedule or self.preset.schedule  # type: ignore[attr-defined]
+
+    def prompt(self, text: str) -> cond.PromptEmbeds:
+        if text not in self.prompt_cache:
+            self.prompt_cache[text] = cond.encode_prompt(
+                self.components, text, self.device, self.dtype
+            )
+        return self.prompt_cache[text]
+
+
+@dataclass
+class Conditions:
+    anchor: torch.Tensor  # (C, h, w) latent of the start frame
+    image_embeds: torch.Tensor  # (1, N, D)
+    end_latent: torch.Tensor | None
+    start_pixels: np.ndarray  # (H, W, 3) uint8, as fitted
+
+
+@dataclass
+class SectionCall:
+    """Everything the transformer needs for one section but the noisy latents."""
+
+    step: SectionStep
+    context: list
+    positions: torch.Tensor  # (1, S) model positions of the target
+    prompt: cond.PromptEmbeds
+    negative: cond.PromptEmbeds | None
+
+
+def job_size(rt: Runtime, job: JobSpec) -> Resolution:
+    """Output size: --resolution, else the preset's bucket nearest the image's aspect."""
+    if job.resolution:
+        return job.resolution
+    base, multiple = rt.preset.sampling.resolution, rt.preset.resolution_multiple
+    if job.image is None:
+        return base
+    img = cond.open_image(job.image)
+    return cond.nearest_bucket(img.width, img.height, base, multiple)
+
+
+# --- 1. conditions -----------------------------------------------------------------------
+
+
+def image_conditions(rt: Runtime, job: JobSpec, size: Resolution) -> Conditions:
+    comps = rt.components
+    pixels = cond.fit_image(cond.open_image(job.image), size)  # type: ignore[arg-type]
+    anchor = cond.encode_latents(comps.vae, cond.to_tensor(pixels)[:, None])[:, 0]
+    embeds = cond.image_embeds(comps, pixels, rt.device, rt.dtype)
+    end = None
+    if job.end_image is not None:
+        end_pixels = cond.fit_image(cond.open_image(job.end_image, "--end-image"), size)
+        end = cond.encode_latents(comps.vae, cond.to_tensor(end_pixels)[:, None])[:, 0]
+        end_embeds = cond.image_embeds(comps, end_pixels, rt.device, rt.dtype)
+        embeds = embeds + job.end_strength * (end_embeds - embeds) / 2  # diffusers: the mean
+    return Conditions(anchor, embeds, end, pixels)
+
+
+def text_conditions(rt: Runtime, job: JobSpec, grid: LatentGrid, size: Resolution) -> Conditions:
+    """Text-to-video: the start frame is a one-frame section sampled from the prompt alone
+    (no context, blank image features), then decoded and used as the start image."""
+    comps = rt.components
+    first = parse_prompt(job.prompt)[0].text
+    step = SectionStep(0, -1, range(0, 1), 0, ())
+    n_img = _image_tokens(comps)
+    blank = torch.zeros(1, n_img, rt.preset.architecture.image_proj_dim, dtype=rt.dtype)
+    call = SectionCall(step, [], torch.zeros(1, 1, dtype=torch.long), rt.prompt(first), None)
+    gen = torch.Generator().manual_seed(job.seed + 1)  # its own stream: sections keep theirs
+    noise = torch.randn(1, _channels(rt), 1, grid.height, grid.width, generator=gen)
+    latent = denoise(rt, job, call, noise, blank.to(rt.device), lambda i, n: None, None)[0, :, 0]
+    pixels = cond.to_uint8(cond.decode_latents(comps.vae, latent[:, None]))[0]
+    return Conditions(latent, cond.image_embeds(comps, pixels, rt.device, rt.dtype), None, pixels)
+
+
+def _image_tokens(comps) -> int:
+    cfg = comps.image_encoder.config
+    return (cfg.image_size // cfg.patch_size) ** 2
+
+
+def _channels(rt: Runtime) -> int:
+    return rt.components.transformer.config.in_channels  # type: ignore[attr-defined]
+
+
+def prompts_per_section(rt: Runtime, job: JobSpec, grid: SectionGrid) -> list[cond.PromptEmbeds]:
+    """Prompt encodings of each section on the timeline (timestamped prompts, blended)."""
+    seconds = [s * grid.window * grid.temporal / job.fps for s in range(grid.sections)]
+    mixes = section_prompts(parse_prompt(job.prompt), seconds, job.prompt_blend)
+    return [cond.PromptEmbeds.mix([(rt.prompt(t), w) for t, w in mix]) for mix in mixes]
+
+
+# --- 3. one section ----------------------------------------------------------------------
+
+
+def denoise(
+    rt: Runtime,
+    job: JobSpec,
+    call: SectionCall,
+    noise: torch.Tensor,
+    image_embeds: torch.Tensor,
+    on_step: Callable[[int, int], None],
+    should_stop: Callable[[], bool] | None,
+) -> torch.Tensor:
+    """Latents (1, C, S, h, w) of one section from `noise`, by the job's solver."""
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+    model = rt.components.transformer
+    device, dtype = rt.device, rt.dtype
+    guidance = torch.tensor([job.guidance * GUIDANCE_SCALE], device=device, dtype=dtype)
+    context = [[g for g in _to(call.context, device, dtype)]]
+
+    def run(x: torch.Tensor, t: torch.Tensor, prompt: cond.PromptEmbeds) -> torch.Tensor:
+        return model(
+            hidden_states=x.to(dtype),
+            timestep=t.to(dtype),
+            encoder_hidden_states=prompt.embeds,
+            encoder_attention_mask=prompt.mask,
+            pooled_projections=prompt.pooled,
+            image_embeds=image_embeds,
+            target_positions=call.positions.to(device),
+            context=context,
+            guidance=guidance,
+        ).float()
+
+    def flow(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        pred = run(x, t, call.prompt)
+        if call.negative is None:
+            return pred
+        neg = run(x, t, call.negative)
+        out = neg + job.cfg * (pred - neg)
+        return rescale_noise_cfg(out, pred, job.guidance_rescale) if job.guidance_rescale else out
+
+    h, w = noise.shape[-2:]
+    p = model.config.patch_size
+    sigmas = flow_sigmas(job.steps, noise.shape[2] * (h // p) * (w // p))
+    with torch.no_grad():
+        return sample(flow, noise.to(device), sigmas, job.solver, on_step, should_stop)
+
+
+def _to(groups, device, dtype):
+    from fpk.model.transformer import ContextGroup
+
+    return [
+        ContextGroup(g.latents.to(device, dtype), g.positions.to(device), g.kernel, g.mode)
+        for g in groups
+    ]
+
+
+# --- the job -----------------------------------------------------------------------------
+
+
+class SectionStore:
+    """Finished sections of one job on disk (safetensors), so a rerun resumes from them."""
+
+    def __init__(self, folder: Path, settings_hash: str) -> None:
+        self.folder = folder
+        stamp = folder / "settings.hash"
+        if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != settings_hash):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(settings_hash)
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.safetensors"
+
+    def load(self, name: str) -> torch.Tensor | None:
+        from safetensors.torch import load_file
+
+        path = self.path(name)
+        return load_file(str(path))["latents"] if path.is_file() else None
+
+    def save(self, name: str, latents: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        tmp = self.folder / f".{name}.tmp"
+        save_file({"latents": latents.contiguous().cpu()}, str(tmp))
+        tmp.replace(self.path(name))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self.folder.parent.rmdir()  # the work folder goes once no job needs it
+        except OSError:
+            pass
+
+
+@dataclass
+class Sampled:
+    """A job's latents on the true timeline (0 = start frame) and how they were made."""
+
+    latents: dict[int, torch.Tensor]  # position -> (C, h, w)
+    size: Resolution
+    grid: SectionGrid
+    timings: list[float]
+    store: SectionStore
+
+
+def sample_job(
+    rt: Runtime,
+    job: JobSpec,
+    sink: ev.EventSink = ev.ignore,
+    should_stop: Callable[[], bool] | None = None,
+    index: int = 1,
+    total: int = 1,
+    source: dict[int, torch.Tensor] | None = None,
+    plan: tuple[SectionStep, ...] | None = None,
+    conds: Conditions | None = None,
+    size: Resolution | None = None,
+) -> Sampled:
+    """Steps 1 to 3: every section's latents, resumed from disk where already finished.
+
+    fpk extend passes its own `plan`, the clip's latents as `source` (known frames on the
+    timeline) and `conds` (the anchor it chose).
+    """
+    size = size or job_size(rt, job)
+    grid = rt.preset.latent_grid(size)
+    sgrid = section_grid(job.frames, job.window, _temporal(rt))
+    plan = plan or plan_sections(job.sampler, sgrid.sections, job.window, job.padding)
+    store = SectionStore(job.out / WORK_DIR / job.name, job.settings_hash)
+    done = _keys([s for s in plan if store.path(_key(s)).is_file()])
+    sink(ev.JobStarted(job.name, index, total, job.frames, sgrid.sections, job.steps,
+                       job.sampler, len(done)))  # fmt: skip
+    conds = conds or _conditions(rt, job, grid, size, store)
+    prompts = prompts_per_section(rt, job, sgrid)
+    negative = rt.prompt(job.negative_prompt) if job.cfg > 1 else None
+    latents = {0: conds.anchor, **(source or {})}
+    timings = []
+    gen = torch.Generator().manual_seed(job.seed)
+    for step in plan:
+        noise = torch.randn(1, _channels(rt), job.window, grid.height, grid.width, generator=gen)
+        t1 = time.perf_counter()
+        out = store.load(_key(step))
+        if out is None:
+            call = _section_call(rt, job, step, grid, latents, conds, prompts, negative)
+            sink(_section_event(job, step, call, grid, sgrid.sections))
+
+            def on_step(i: int, n: int, order: int = step.order) -> None:
+                sink(ev.StepDone(job.name, order, i, n))
+
+            out = denoise(rt, job, call, noise, conds.image_embeds, on_step, should_stop)[0]
+            out = out.float().cpu()
+            store.save(_key(step), out)
+        latents.update({p: out[:, i] for i, p in enumerate(step.target)})
+        timings.append(round(time.perf_counter() - t1, 4))
+        sink(ev.SectionDone(job.name, step.order, step.section, timings[-1], _key(step) in done))
+    return Sampled(latents, size, sgrid, timings, store)
+
+
+def run_job(
+    rt: Runtime,
+    job: JobSpec,
+    sink: ev.EventSink = ev.ignore,
+    should_stop: Callable[[], bool] | None = None,
+    index: int = 1,
+    total: int = 1,
+) -> Path:
+    """Generate `job`'s video; returns the mp4 path. Raises Cancelled when stopped."""
+    t0 = time.perf_counter()
+    s = sample_job(rt, job, sink, should_stop, index, total)
+    path = _write_video(rt, job, s.latents, s.grid, sink)
+    _write_sidecar(rt, job, s.size, s.grid, s.timings, time.perf_counter() - t0)
+    s.store.remove()
+    sink(ev.JobDone(job.name, str(path), job.frames, round(time.perf_counter() - t0, 3)))
+    return path
+
+
+def _key(step: SectionStep) -> str:
+    return f"section_{step.section:04d}"
+
+
+def _keys(steps: list[SectionStep]) -> set[str]:
+    return {_key(s) for s in steps}
+
+
+def _temporal(rt: Runtime) -> int:
+    return rt.components.vae.config.temporal_compression_ratio  # type: ignore[attr-defined]
+
+
+def _conditions(
+    rt: Runtime, job: JobSpec, grid: LatentGrid, size: Resolution, store: SectionStore
+) -> Conditions:
+    """Image conditions, or text-to-video's sampled start frame (kept for resumption)."""
+    if job.image is not None:
+        return image_conditions(rt, job, size)
+    saved = store.load("start")
+    if saved is None:
+        conds = text_conditions(rt, job, grid, size)
+        store.save("start", conds.anchor)
+        return conds
+    pixels = cond.to_uint8(cond.decode_latents(rt.components.vae, saved[:, None]))[0]
+    embeds = cond.image_embeds(rt.components, pixels, rt.device, rt.dtype)
+    return Conditions(saved, embeds, None, pixels)
+
+
+def _section_call(rt, job, step, grid, latents, conds, prompts, negative) -> SectionCall:
+    shift = model_shift(step, rt.schedule, job.padding)
+    context = section_context(
+        step, rt.schedule, grid, latents, shift, conds.anchor, conds.end_latent, job.end_strength
+    )
+    positions = torch.tensor([list(step.target)]) + shift
+    return SectionCall(step, context, positions, prompts[step.section], negative)
+
+
+def _section_event(job, step, call, grid, sections) -> ev.SectionStarted:
+    counts = context_tokens(call.context, grid)
+    counts[-1] = ("anchor", counts[-1][1])  # the start frame always closes the context
+    per_frame = (grid.height // 2) * (grid.width // 2)
+    return ev.SectionStarted(
+        job.name,
+        step.order,
+        step.section,
+        sections,
+        (int(call.positions[0, 0]), int(call.positions[0, -1])),
+        tuple(counts),
+        sum(c for _, c in counts),
+        job.window * per_frame,
+    )
+
+
+def _write_video(rt: Runtime, job: JobSpec, latents, sgrid: SectionGrid, sink) -> Path:
+    vae = rt.components.vae
+    frames = [latents[p] for p in range(sgrid.latent_frames)]
+    first = frames[0]
+
+    def decode(start: int, stop: int) -> torch.Tensor:
+        return cond.decode_latents(vae, torch.stack(frames[start:stop], dim=1))
+
+    h, w = first.shape[-2] * _spatial(rt), first.shape[-1] * _spatial(rt)
+    tags = {
+        "description": job.prompt,
+        "comment": f"fpk {job.name}: preset {job.preset}, seed {job.seed}",
+        "fpk_prompt": job.prompt,
+        "fpk_seed": str(job.seed),
+    }
+    written = 0
+    with VideoWriter(job.output, job.fps, w, h, job.crf, tags) as writer:
+        for chunk in stream_frames(decode, sgrid.latent_frames, job.window, job.window,
+                                   job.frames, sgrid.temporal):  # fmt: skip
+            writer.write(cond.to_uint8(chunk))
+            written += chunk.shape[1]
+            sink(ev.FramesWritten(job.name, written, job.frames))
+    return job.output
+
+
+def _spatial(rt: Runtime) -> int:
+    return rt.components.vae.config.spatial_compression_ratio  # type: ignore[attr-defined]
+
+
+def _write_sidecar(rt, job: JobSpec, size, sgrid, timings, seconds, extra=None) -> None:
+    import diffusers
+    import transformers
+
+    import fpk
+
+    data = {
+        "fpk_sidecar": 1,
+        "settings_hash": job.settings_hash,
+        "job": job.as_dict(),
+        "resolution": str(size),
+        "frames": job.frames,
+        "sections": sgrid.sections,
+        "generated_frames": sgrid.generated_frames,
+        "layout": rt.schedule.name,
+        "weights": rt.components.sources,  # type: ignore[attr-defined]
+        "versions": {
+            "fpk": fpk.__version__,
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__,
+        },
+        "device": str(rt.device),
+        "dtype": str(rt.dtype).removeprefix("torch."),
+        "section_seconds": timings,
+        "seconds": round(seconds, 3),
+        **(extra or {}),
+    }
+    tmp = job.sidecar.with_name(f".{job.sidecar.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(job.sidecar)
+
+
+__all__ = ["Cancelled", "Runtime", "run_job"]

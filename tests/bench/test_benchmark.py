@@ -1,0 +1,70 @@
+"""`fpk benchmark` at a tiny size on random components: every part runs, the report keeps its
+schema, the plots are PNGs, and the arithmetic of wins and drift holds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from fpk.bench import benchmark as bm
+from fpk.synthetic import metrics
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_saved):
+    from fpk.model.loading import load_components
+    from fpk.run.pipeline import Runtime
+
+    preset, _, folder = tiny_saved
+    return Runtime(preset, load_components(preset, folder), torch.device("cpu"), torch.float32)
+
+
+def test_every_part_writes_report_and_plots(runtime, tmp_path):
+    plan = replace(bm.make_plan("all", True, 1, None), windows=(2,), seconds=1.0, steps=1,
+                   sections=(1, 3), time_cap=60.0)  # fmt: skip
+    fake = lambda steps, sections, runs, sink: {  # noqa: E731 (measured in its own test)
+        "fpk_seconds": 1.0,
+        "diffusers_seconds": 2.0,
+        "speedup": 2.0,
+        "runs": runs,
+        "sections": sections,
+        "steps": steps,
+        "fpk_all": [1.0],
+        "diffusers_all": [2.0],
+    }
+    report = bm.run(runtime, plan, tmp_path, diffusers_fn=fake)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["schema"] == "fpk.benchmark/1"
+    assert set(saved) >= {"quality", "packing", "section_cost", "diffusers", "plots", "seconds"}
+    q = saved["quality"]["summary"]
+    assert set(q["wins"]) == set(bm.ORDERS)
+    assert sum(w["best_mean"] for w in q["wins"].values()) == len(metrics.METRICS)
+    cost = saved["packing"]["cost"]
+    assert [r["section"] for r in cost["full context"]["rows"]] == [1, 3]
+    geo = cost["geometric"]["rows"]
+    assert cost["full context"]["rows"][-1]["tokens"] > geo[-1]["tokens"]
+    for name in report["plots"]:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_against_diffusers_measures_both(tmp_path):
+    result = bm.against_diffusers(steps=1, sections=1, runs=1, sink=lambda e: None)
+    assert result["fpk_seconds"] > 0 and result["diffusers_seconds"] > 0
+    assert result["speedup"] == pytest.approx(
+        result["diffusers_seconds"] / result["fpk_seconds"], rel=1e-2
+    )
+
+
+def test_drift_and_wins_arithmetic():
+    assert metrics.drift([10, 10, 10, 10, 10, 10, 0]) == pytest.approx(-10)
+    summary = {
+        s: {m: {"mean": v, "drift": d} for m in metrics.METRICS}
+        for s, v, d in (("vanilla", 1.0, -5.0), ("inverted", 2.0, -1.0))
+    }
+    w = bm.wins(summary, ("vanilla", "inverted"))
+    higher = sum(metrics.HIGHER_IS_BETTER.values())
+    assert w["inverted"]["best_mean"] == higher  # larger means win where higher is better
+    assert w["vanilla"]["best_mean"] == len(metrics.METRICS) - higher
