@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from fpk.model import conditioning as cond
+from fpk.model.call import target_tokens
 from fpk.model.loading import EMBEDDED_DIR
 from fpk.sampling.sigmas import flow_sigmas
 from fpk.sampling.solvers import sample
@@ -36,19 +37,18 @@ def main() -> None:
     comps, model = task.comps, task.model
     hits, rows = 0, []
     for i in range(args.scenes):
-        base = world.scene(tr.HELD_OUT + i)
+        base = world.scene(world.HELD_OUT + i)
         for goal in world.GOALS:
             s = dataclasses.replace(base, goal=goal)
             task.videos = [tr.encode_scene(comps, task.rt, 0, SECTIONS, scene=s)]
             item = task.sample_one(first=True, sections=SECTIONS)
             x0 = item[3][None]
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(i))
-            p = model.config.patch_size
-            sig = flow_sigmas(args.steps, x0.shape[2] * (x0.shape[3] // p) * (x0.shape[4] // p))
+            sig = flow_sigmas(args.steps, target_tokens(model.config, x0))
             with torch.no_grad():
                 out = sample(
-                    lambda x, t, item=item, text=s.prompt: task.flow(
-                        model, [item], x, t / 1000, [text]
+                    lambda x, sigma, item=item, text=s.prompt: task.flow(
+                        model, [item], x, sigma, [text]
                     ),
                     noise,
                     sig,

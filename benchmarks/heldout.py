@@ -31,7 +31,6 @@ from fpk.run.batch import load_runtime
 from fpk.run.jobs import resolve_job
 from fpk.run.pipeline import run_job
 from fpk.synthetic import metrics, world
-from fpk.train.training import HELD_OUT
 
 
 def main() -> None:
@@ -58,7 +57,7 @@ def main() -> None:
     rows, t0 = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.first, args.first + args.scenes):
-            scene = world.scene(HELD_OUT + i)
+            scene = world.scene(world.HELD_OUT + i)
             image = Path(tmp) / f"start-{i}.png"
             Image.fromarray(world.render_frame(scene, 0)).save(image)
             job = resolve_job(
@@ -70,7 +69,7 @@ def main() -> None:
             frames, _, _ = read_video(run_job(rt, job))
             per_sec = metrics.per_second(frames, scene)
             rows.append({
-                "seed": HELD_OUT + i, "prompt": scene.prompt, "steps": args.steps,
+                "seed": world.HELD_OUT + i, "prompt": scene.prompt, "steps": args.steps,
                 "padding": args.padding, **metrics.end_state(per_sec),
                 "first_second_psnr": per_sec[0]["psnr"],
                 "per_second": per_sec,

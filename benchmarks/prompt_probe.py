@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from fpk.model.loading import EMBEDDED_DIR
+from fpk.synthetic import world
 from fpk.train import training as tr
 
 
@@ -37,7 +38,7 @@ def main() -> None:
     args = p.parse_args()
     task = tr.probe_task(args.weights, args.threads)
     comps, model = task.comps, task.model
-    task.videos = [tr.encode_scene(comps, task.rt, tr.HELD_OUT + i) for i in range(args.scenes)]
+    task.videos = [tr.encode_scene(comps, task.rt, world.HELD_OUT + i) for i in range(args.scenes)]
     items = [task.sample_one(first=args.first_only) for _ in range(args.sections)]
     x0 = torch.stack([t for *_, t in items])
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))

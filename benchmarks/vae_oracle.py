@@ -20,7 +20,6 @@ from fpk.media.decoding import stream_frames
 from fpk.model import conditioning as cond
 from fpk.run.batch import load_runtime
 from fpk.synthetic import metrics, world
-from fpk.train.training import HELD_OUT
 
 
 def main() -> None:
@@ -39,7 +38,7 @@ def main() -> None:
     latent_frames = (frames - 1 + 3) // 4 + 1
     rows = []
     for i in range(args.scenes):
-        s = world.scene(HELD_OUT + i)
+        s = world.scene(world.HELD_OUT + i)
         truth = world.render(s, 1 + 4 * (latent_frames - 1))
         lat = cond.encode_latents(vae, cond.to_tensor(truth))
 
@@ -52,7 +51,7 @@ def main() -> None:
         moving = [metrics.psnr(out[f], truth[f]) for f in range(1, 25)]
         rows.append(
             {
-                "seed": HELD_OUT + i,
+                "seed": world.HELD_OUT + i,
                 **metrics.end_state(per_sec),
                 "first_second_psnr": per_sec[0]["psnr"],
                 "moving_psnr": float(np.mean(moving)),

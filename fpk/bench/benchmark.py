@@ -31,7 +31,8 @@ from fpk.synthetic import metrics, world
 
 SCHEMA = "fpk.benchmark/1"
 ORDERS = ("vanilla", "anti-drifting", "inverted")
-HELD_OUT = 1_000_000  # world seeds never trained on
+COST_SIGMA = 0.5  # a mid-trajectory step: the cost of a forward does not depend on it
+COST_GUIDANCE = 10.0  # the official distilled guidance
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def quality(rt, plan: Plan, out: Path, sink: ev.EventSink) -> dict[str, Any]:
 
     rows = []
     for seed in range(plan.seeds):
-        scene = world.scene(HELD_OUT + seed)
+        scene = world.scene(world.HELD_OUT + seed)
         image = out / "inputs" / f"scene-{seed}.png"
         image.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(world.render_frame(scene, 0)).save(image)
@@ -156,43 +157,38 @@ def packing_methods(rt) -> dict[str, Schedule]:
 
 def section_seconds(rt, schedule: Schedule, history: int, repeats: int = 2) -> tuple[float, int]:
     """Seconds of one denoising step of a section with `history` frames behind it, tokens."""
-    from fpk.model.context import section_context
+    from fpk.model.call import (
+        blank_image_embeds,
+        latent_channels,
+        predict_flow,
+        section_inputs,
+        tokens_per_frame,
+    )
+    from fpk.model.context import context_tokens, section_context
     from fpk.sampling.orders import HistorySide, SectionStep
 
     window = rt.preset.sampling.window
     grid = rt.preset.latent_grid()
-    c = rt.components.transformer.config.in_channels
+    model = rt.components.transformer
+    c = latent_channels(rt.components)
     first = 1 + history
     step = SectionStep(0, 0, range(first, first + window), 0, (HistorySide(first - 1, -1),))
     latents = {p: torch.randn(c, grid.height, grid.width) for p in range(first)}
     ctx = section_context(step, schedule, grid, latents, 0, latents[0])
     prompt = rt.prompt("the red square moves to the top right corner and stops")
-    model = rt.components.transformer
-    from fpk.run.pipeline import _image_tokens
-
-    n_img = _image_tokens(rt.components)
-    kwargs = dict(
-        hidden_states=torch.randn(1, c, window, grid.height, grid.width),
-        timestep=torch.tensor([500.0]),
-        encoder_hidden_states=prompt.embeds,
-        encoder_attention_mask=prompt.mask,
-        pooled_projections=prompt.pooled,
-        image_embeds=torch.zeros(1, n_img, rt.preset.architecture.image_proj_dim),
-        target_positions=torch.tensor([list(step.target)]),
-        context=[ctx],
-        guidance=torch.tensor([10000.0]),
-    )
+    positions = torch.tensor([list(step.target)])
+    inputs = section_inputs([prompt], blank_image_embeds(rt.components), positions, [ctx],
+                            COST_GUIDANCE)  # fmt: skip
+    x = torch.randn(1, c, window, grid.height, grid.width)
+    sigma = torch.tensor([COST_SIGMA])
     times = []
     with torch.no_grad():
         for _ in range(repeats):
             t = time.perf_counter()
-            model(**kwargs)
+            predict_flow(model, x, sigma, inputs)
             times.append(time.perf_counter() - t)
-    from fpk.model.context import context_tokens
-
-    tokens = sum(n for _, n in context_tokens(ctx, grid)) + window * (grid.height // 2) * (
-        grid.width // 2
-    )
+    per_frame = tokens_per_frame(model.config, grid.height, grid.width)
+    tokens = sum(n for _, n in context_tokens(ctx, grid)) + window * per_frame
     return min(times), tokens
 
 
@@ -224,7 +220,7 @@ def identity(rt, plan: Plan, out: Path) -> dict[str, Any]:
     from fpk.run.pipeline import run_job
 
     result = {}
-    scene = world.scene(HELD_OUT)
+    scene = world.scene(world.HELD_OUT)
     image = out / "inputs" / "identity.png"
     image.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(world.render_frame(scene, 0)).save(image)

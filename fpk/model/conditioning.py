@@ -44,6 +44,16 @@ class PromptEmbeds:
         pooled = sum(w * p.pooled for p, w in parts)
         return PromptEmbeds(embeds, mask.any(0), pooled)  # type: ignore[arg-type]
 
+    @staticmethod
+    def batch(prompts: list[PromptEmbeds]) -> PromptEmbeds:
+        """One batch (B, L, D) of prompts, each zero-padded (and masked) to the longest."""
+        if len(prompts) == 1:
+            return prompts[0]
+        n = max(p.embeds.shape[1] for p in prompts)
+        embeds = torch.cat([_pad_tokens(p.embeds, n) for p in prompts])
+        mask = torch.cat([_pad_tokens(p.mask[..., None], n)[..., 0] for p in prompts])
+        return PromptEmbeds(embeds, mask, torch.cat([p.pooled for p in prompts]))
+
 
 def _pad_tokens(x: torch.Tensor, length: int) -> torch.Tensor:
     pad = length - x.shape[1]

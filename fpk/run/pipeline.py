@@ -28,6 +28,15 @@ from fpk.config import Preset, Resolution
 from fpk.media.decoding import stream_frames
 from fpk.media.video import VideoWriter
 from fpk.model import conditioning as cond
+from fpk.model.call import (
+    SectionInputs,
+    blank_image_embeds,
+    latent_channels,
+    predict_flow,
+    section_inputs,
+    target_tokens,
+    tokens_per_frame,
+)
 from fpk.model.context import context_tokens, model_shift, section_context
 from fpk.model.packing import LatentGrid, Schedule
 from fpk.run.jobs import JobSpec
@@ -37,7 +46,6 @@ from fpk.sampling.sigmas import flow_sigmas
 from fpk.sampling.solvers import Cancelled, sample
 from fpk.sampling.timeline import SectionGrid, section_grid
 
-GUIDANCE_SCALE = 1000.0  # distilled guidance is embedded as g * 1000
 WORK_DIR = ".fpk-work"  # beside the outputs: finished sections of unfinished jobs
 
 
@@ -78,13 +86,11 @@ class Conditions:
 
 @dataclass
 class SectionCall:
-    """Everything the transformer needs for one section but the noisy latents."""
+    """One section's transformer inputs (and the negative prompt's, for real CFG)."""
 
     step: SectionStep
-    context: list
-    positions: torch.Tensor  # (1, S) model positions of the target
-    prompt: cond.PromptEmbeds
-    negative: cond.PromptEmbeds | None
+    inputs: SectionInputs
+    negative: SectionInputs | None
 
 
 def job_size(rt: Runtime, job: JobSpec) -> Resolution:
@@ -121,23 +127,15 @@ def text_conditions(rt: Runtime, job: JobSpec, grid: LatentGrid, size: Resolutio
     comps = rt.components
     first = parse_prompt(job.prompt)[0].text
     step = SectionStep(0, -1, range(0, 1), 0, ())
-    n_img = _image_tokens(comps)
-    blank = torch.zeros(1, n_img, rt.preset.architecture.image_proj_dim, dtype=rt.dtype)
-    call = SectionCall(step, [], torch.zeros(1, 1, dtype=torch.long), rt.prompt(first), None)
+    blank = blank_image_embeds(comps, rt.dtype)
+    inputs = section_inputs([rt.prompt(first)], blank, torch.zeros(1, 1, dtype=torch.long), [[]],
+                            job.guidance)  # fmt: skip
+    call = SectionCall(step, inputs, None)
     gen = torch.Generator().manual_seed(job.seed + 1)  # its own stream: sections keep theirs
-    noise = torch.randn(1, _channels(rt), 1, grid.height, grid.width, generator=gen)
-    latent = denoise(rt, job, call, noise, blank.to(rt.device), lambda i, n: None, None)[0, :, 0]
+    noise = torch.randn(1, latent_channels(comps), 1, grid.height, grid.width, generator=gen)
+    latent = denoise(rt, job, call, noise, lambda i, n: None, None)[0, :, 0]
     pixels = cond.to_uint8(cond.decode_latents(comps.vae, latent[:, None]))[0]
     return Conditions(latent, cond.image_embeds(comps, pixels, rt.device, rt.dtype), None, pixels)
-
-
-def _image_tokens(comps) -> int:
-    cfg = comps.image_encoder.config
-    return (cfg.image_size // cfg.patch_size) ** 2
-
-
-def _channels(rt: Runtime) -> int:
-    return rt.components.transformer.config.in_channels  # type: ignore[attr-defined]
 
 
 def prompts_per_section(rt: Runtime, job: JobSpec, grid: SectionGrid) -> list[cond.PromptEmbeds]:
@@ -155,7 +153,6 @@ def denoise(
     job: JobSpec,
     call: SectionCall,
     noise: torch.Tensor,
-    image_embeds: torch.Tensor,
     on_step: Callable[[int, int], None],
     should_stop: Callable[[], bool] | None,
 ) -> torch.Tensor:
@@ -163,45 +160,20 @@ def denoise(
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
     model = rt.components.transformer
-    device, dtype = rt.device, rt.dtype
-    guidance = torch.tensor([job.guidance * GUIDANCE_SCALE], device=device, dtype=dtype)
-    context = [[g for g in _to(call.context, device, dtype)]]
+    inputs = call.inputs.to(rt.device, rt.dtype)
+    negative = call.negative.to(rt.device, rt.dtype) if call.negative is not None else None
 
-    def run(x: torch.Tensor, t: torch.Tensor, prompt: cond.PromptEmbeds) -> torch.Tensor:
-        return model(
-            hidden_states=x.to(dtype),
-            timestep=t.to(dtype),
-            encoder_hidden_states=prompt.embeds,
-            encoder_attention_mask=prompt.mask,
-            pooled_projections=prompt.pooled,
-            image_embeds=image_embeds,
-            target_positions=call.positions.to(device),
-            context=context,
-            guidance=guidance,
-        ).float()
-
-    def flow(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        pred = run(x, t, call.prompt)
-        if call.negative is None:
+    def flow(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        pred = predict_flow(model, x, sigma, inputs).float()
+        if negative is None:
             return pred
-        neg = run(x, t, call.negative)
+        neg = predict_flow(model, x, sigma, negative).float()
         out = neg + job.cfg * (pred - neg)
         return rescale_noise_cfg(out, pred, job.guidance_rescale) if job.guidance_rescale else out
 
-    h, w = noise.shape[-2:]
-    p = model.config.patch_size
-    sigmas = flow_sigmas(job.steps, noise.shape[2] * (h // p) * (w // p))
+    sigmas = flow_sigmas(job.steps, target_tokens(model.config, noise))
     with torch.no_grad():
-        return sample(flow, noise.to(device), sigmas, job.solver, on_step, should_stop)
-
-
-def _to(groups, device, dtype):
-    from fpk.model.transformer import ContextGroup
-
-    return [
-        ContextGroup(g.latents.to(device, dtype), g.positions.to(device), g.kernel, g.mode)
-        for g in groups
-    ]
+        return sample(flow, noise.to(rt.device), sigmas, job.solver, on_step, should_stop)
 
 
 # --- the job -----------------------------------------------------------------------------
@@ -284,18 +256,19 @@ def sample_job(
     latents = {0: conds.anchor, **(source or {})}
     timings = []
     gen = torch.Generator().manual_seed(job.seed)
+    channels = latent_channels(rt.components)
     for step in plan:
-        noise = torch.randn(1, _channels(rt), job.window, grid.height, grid.width, generator=gen)
+        noise = torch.randn(1, channels, job.window, grid.height, grid.width, generator=gen)
         t1 = time.perf_counter()
         out = store.load(_key(step))
         if out is None:
             call = _section_call(rt, job, step, grid, latents, conds, prompts, negative)
-            sink(_section_event(job, step, call, grid, sgrid.sections))
+            sink(_section_event(rt, job, step, call, grid, sgrid.sections))
 
             def on_step(i: int, n: int, order: int = step.order) -> None:
                 sink(ev.StepDone(job.name, order, i, n))
 
-            out = denoise(rt, job, call, noise, conds.image_embeds, on_step, should_stop)[0]
+            out = denoise(rt, job, call, noise, on_step, should_stop)[0]
             out = out.float().cpu()
             store.save(_key(step), out)
         latents.update({p: out[:, i] for i, p in enumerate(step.target)})
@@ -356,19 +329,25 @@ def _section_call(rt, job, step, grid, latents, conds, prompts, negative) -> Sec
         step, rt.schedule, grid, latents, shift, conds.anchor, conds.end_latent, job.end_strength
     )
     positions = torch.tensor([list(step.target)]) + shift
-    return SectionCall(step, context, positions, prompts[step.section], negative)
+
+    def inputs(prompt: cond.PromptEmbeds) -> SectionInputs:
+        return section_inputs([prompt], conds.image_embeds, positions, [context], job.guidance)
+
+    neg = inputs(negative) if negative is not None else None
+    return SectionCall(step, inputs(prompts[step.section]), neg)
 
 
-def _section_event(job, step, call, grid, sections) -> ev.SectionStarted:
-    counts = context_tokens(call.context, grid)
+def _section_event(rt, job, step, call, grid, sections) -> ev.SectionStarted:
+    counts = context_tokens(call.inputs.context[0], grid)
     counts[-1] = ("anchor", counts[-1][1])  # the start frame always closes the context
-    per_frame = (grid.height // 2) * (grid.width // 2)
+    per_frame = tokens_per_frame(rt.components.transformer.config, grid.height, grid.width)
+    positions = call.inputs.positions
     return ev.SectionStarted(
         job.name,
         step.order,
         step.section,
         sections,
-        (int(call.positions[0, 0]), int(call.positions[0, -1])),
+        (int(positions[0, 0]), int(positions[0, -1])),
         tuple(counts),
         sum(c for _, c in counts),
         job.window * per_frame,

@@ -1,6 +1,6 @@
 """Denoising one section: a small function in k-diffusion's shape.
 
-`sample(model, x, sigmas, solver, callback, should_stop)`: `model(x, timestep)` returns the
+`sample(model, x, sigmas, solver, callback, should_stop)`: `model(x, sigma)` returns the
 predicted flow (noise - data, rectified flow); the solver is diffusers' scheduler for it
 (UniPC for flow matching, the official default, or flow-matching Euler), stepped over the
 FramePack sigmas of `fpk.sampling.sigmas`. Progress goes out through `callback`; the sampler
@@ -17,8 +17,6 @@ import torch
 from fpk.errors import UsageError
 
 SOLVERS = ("unipc", "euler")
-#: Flow-matching timesteps are sigma * 1000, as the transformer was trained.
-TIMESTEP_SCALE = 1000.0
 
 
 class Cancelled(Exception):
@@ -52,9 +50,10 @@ def sample(
     for i, t in enumerate(scheduler.timesteps):
         if should_stop is not None and should_stop():
             raise Cancelled
-        # the model sees the continuous sigma * 1000 (UniPC's own timesteps are rounded)
-        timestep = torch.full((x.shape[0],), sigmas[i] * TIMESTEP_SCALE, device=x.device)
-        flow = model(x, timestep)
+        # the model sees the continuous sigma (UniPC's own timesteps are rounded), in float64
+        # so that its scaling to a timestep rounds once
+        sigma = torch.full((x.shape[0],), sigmas[i], dtype=torch.float64)
+        flow = model(x, sigma)
         x = scheduler.step(flow.float(), t, x, return_dict=False)[0]
         if callback is not None:
             callback(i + 1, steps)

@@ -21,6 +21,7 @@ OBJECT = 16  # object side, pixels
 GRID = 8  # start positions lie on this grid (the tiny model's token size)
 SPEED = 2  # pixels per frame on each axis
 FPS = 30
+HELD_OUT = 1_000_000  # scenes with seeds from here on are never trained on
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (230, 40, 40),

@@ -32,6 +32,7 @@ import torch
 from fpk import events as ev
 from fpk.config import Preset
 from fpk.errors import UsageError
+from fpk.model.call import predict_flow, section_inputs, target_tokens
 from fpk.synthetic import world
 
 #: The tiny VAE's channel widths: small enough to train and encode quickly on a CPU.
@@ -484,8 +485,7 @@ class SectionTask:
         items = [self.sample_one(first=self.rng.random() < share) for _ in range(self.cfg.batch)]
         x0 = torch.stack([t for *_, t in items])  # (B, C, S, h, w)
         b = x0.shape[0]
-        p = model.config.patch_size
-        mu = shift_mu(x0.shape[2] * (x0.shape[3] // p) * (x0.shape[4] // p))
+        mu = shift_mu(target_tokens(model.config, x0))
         sigma = torch.tensor([time_shift(self.rng.random() * 0.999 + 0.001, mu) for _ in range(b)])
         noise = torch.randn_like(x0)
         s = sigma.view(-1, 1, 1, 1, 1)
@@ -495,19 +495,14 @@ class SectionTask:
 
     def flow(self, model, items, xt: torch.Tensor, sigma: torch.Tensor, prompts: list[str]):
         """The model's predicted flow for `sample_one` items at noisy latents `xt`, `sigma`."""
-        embeds = [self.rt.prompt(t) for t in prompts]
-        hidden, mask = _pad_prompts(embeds)
-        return model(
-            hidden_states=xt,
-            timestep=sigma * 1000,
-            encoder_hidden_states=hidden,
-            encoder_attention_mask=mask,
-            pooled_projections=torch.cat([e.pooled for e in embeds]),
-            image_embeds=torch.cat([v["image_embeds"] for v, *_ in items]),
-            target_positions=torch.stack([pos for _, _, pos, _ in items]),
-            context=[ctx for _, ctx, _, _ in items],
-            guidance=torch.full((xt.shape[0],), GUIDANCE * 1000),
+        inputs = section_inputs(
+            [self.rt.prompt(t) for t in prompts],
+            torch.cat([v["image_embeds"] for v, *_ in items]),
+            torch.stack([pos for _, _, pos, _ in items]),
+            [ctx for _, ctx, _, _ in items],
+            GUIDANCE,
         )
+        return predict_flow(model, xt, sigma, inputs)
 
     @staticmethod
     def shipped(model, averaged):
@@ -522,7 +517,7 @@ class SectionTask:
         from fpk.run.jobs import resolve_job
         from fpk.run.pipeline import run_job
 
-        s = world.scene(HELD_OUT + 1)
+        s = world.scene(world.HELD_OUT + 1)
         folder = path.parent / "sample-input"
         folder.mkdir(parents=True, exist_ok=True)
         from PIL import Image
@@ -541,9 +536,6 @@ class SectionTask:
             self.rt.components.transformer = self.model
 
 
-HELD_OUT = 1_000_000  # scenes with seeds from here on are never trained on
-
-
 def probe_task(weights: Path, threads: int = 0, preset: str = "tiny") -> SectionTask:
     """A SectionTask over `weights` with no scenes encoded (probes set `videos`), its
     transformer in eval mode: what the benchmarks that question a trained model start from."""
@@ -555,15 +547,6 @@ def probe_task(weights: Path, threads: int = 0, preset: str = "tiny") -> Section
     task = SectionTask(p, load(p, weights), TrainConfig(scenes=0, seed=1))
     task.model.eval()
     return task
-
-
-def _pad_prompts(prompts) -> tuple[torch.Tensor, torch.Tensor]:
-    n = max(p.embeds.shape[1] for p in prompts)
-    embeds = torch.cat(
-        [torch.nn.functional.pad(p.embeds, (0, 0, 0, n - p.embeds.shape[1])) for p in prompts]
-    )
-    mask = torch.cat([torch.nn.functional.pad(p.mask, (0, n - p.mask.shape[1])) for p in prompts])
-    return embeds, mask
 
 
 @torch.no_grad()
