@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from fpk.model import conditioning as cond
+from fpk.media import decoding
 from fpk.model.call import target_tokens
 from fpk.model.loading import EMBEDDED_DIR
 from fpk.sampling.sigmas import flow_sigmas
@@ -53,7 +53,7 @@ def main() -> None:
                     noise,
                     sig,
                 )
-                frames = cond.to_uint8(cond.decode_latents(comps.vae, out[0]))
+                frames = decoding.to_uint8(decoding.decode_latents(comps.vae, out[0]))
             score = metrics.score_frame(frames[-1], s, 10_000)
             ok = score.position_error < metrics.AT_GOAL_PX and score.solid
             hits += ok

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from fpk.config import load_preset
+from fpk.media import decoding
 from fpk.media.decoding import stream_frames
 from fpk.model import conditioning as cond
 from fpk.run.batch import load_runtime
@@ -43,10 +44,10 @@ def main() -> None:
         lat = cond.encode_latents(vae, cond.to_tensor(truth))
 
         def decode(a: int, b: int, lat=lat) -> torch.Tensor:
-            return cond.decode_latents(vae, lat[:, a:b])
+            return decoding.decode_latents(vae, lat[:, a:b])
 
         chunks = stream_frames(decode, latent_frames, window, window, frames)
-        out = np.concatenate([cond.to_uint8(c) for c in chunks])
+        out = np.concatenate([decoding.to_uint8(c) for c in chunks])
         per_sec = metrics.per_second(out, s)
         moving = [metrics.psnr(out[f], truth[f]) for f in range(1, 25)]
         rows.append(

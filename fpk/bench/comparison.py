@@ -32,7 +32,7 @@ def released_components(folder: Path):
 
     from fpk.model.loading import load_components
     from fpk.model.tiny import build_components, save_components
-    from fpk.run.pipeline import Runtime
+    from fpk.run.runtime import Runtime
     from fpk.synthetic.world import vocabulary
 
     preset = released_preset(folder)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -78,3 +79,16 @@ def crossfade(previous: torch.Tensor, current: torch.Tensor, shared: int) -> tor
     w = w.view(1, -1, 1, 1)
     head = w * previous[:, -shared:] + (1 - w) * current[:, :shared]
     return torch.cat([head, current[:, shared:]], dim=1)
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Pixels (3, F, H, W) in [-1, 1] of latents (C, T, h, w)."""
+    z = (latents / vae.config.scaling_factor)[None].to(vae.device, vae.dtype)
+    return vae.decode(z).sample[0].float().clamp(-1, 1)
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """(3, F, H, W) in [-1, 1] -> uint8 (F, H, W, 3)."""
+    x = ((pixels.movedim(0, -1) + 1) * 127.5).round().clamp(0, 255)
+    return x.to(torch.uint8).cpu().numpy()

@@ -116,7 +116,7 @@ def generate(
 def load_runtime(preset: Preset, weights_dir: Path | None, device: str | None, dtype: str | None):
     from fpk.model.devices import pick_device, pick_dtype
     from fpk.model.loading import load_components
-    from fpk.run.pipeline import Runtime
+    from fpk.run.runtime import Runtime
 
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)

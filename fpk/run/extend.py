@@ -21,12 +21,15 @@ import torch
 
 from fpk import events as ev
 from fpk.config import Resolution
+from fpk.media import decoding, images
 from fpk.media.clips import ClipInfo, probe, read_frames
 from fpk.media.decoding import crossfade
 from fpk.media.video import VideoWriter
 from fpk.model import conditioning as cond
 from fpk.run.jobs import JobSpec
-from fpk.run.pipeline import Conditions, Runtime, _write_sidecar, sample_job
+from fpk.run.output import video_tags, write_sidecar
+from fpk.run.pipeline import Conditions, sample_job
+from fpk.run.runtime import Runtime
 from fpk.sampling.orders import offset, plan_sections
 from fpk.sampling.timeline import section_grid
 
@@ -54,15 +57,15 @@ def run_extend(
     t0 = time.perf_counter()
     opts = dict(job.extend)
     clip = probe(job.video)  # type: ignore[arg-type]
-    size = job.resolution or cond.nearest_bucket(
+    size = job.resolution or images.nearest_bucket(
         clip.width, clip.height, rt.preset.sampling.resolution, rt.preset.resolution_multiple
     )
-    t = rt.components.vae.config.temporal_compression_ratio
+    t = rt.temporal
     available = max(1, round(clip.duration * job.fps))
     n = context_pixel_frames(opts.get("context_frames"), available, rt.schedule.capacity, t)
     reverse = bool(opts.get("reverse", False))
     start = 0.0 if reverse else max(0.0, (available - n) / job.fps)
-    known_pixels = [cond.fit_image_array(f, size) for f in read_frames(clip, job.fps, start, n)]
+    known_pixels = [images.fit_image_array(f, size) for f in read_frames(clip, job.fps, start, n)]
     if not known_pixels:
         raise_no_frames(clip)
     n = 1 + (len(known_pixels) - 1) // t * t
@@ -81,14 +84,21 @@ def run_extend(
     s = sample_job(rt, job, sink, should_stop, index, total, source, plan, conds, size)
     keep = bool(opts.get("keep_source", True))
     reencode = bool(opts.get("reencode_source", False))
-    writer = VideoWriter(job.output, job.fps, size.width, size.height, job.crf, _tags(job))
+    writer = VideoWriter(
+        job.output,
+        job.fps,
+        size.width,
+        size.height,
+        job.crf,
+        video_tags(job, f"fpk extend {job.video.name}"),
+    )
     with writer:
         if reverse:
             _write_reverse(rt, job, s.latents, first, k, clip, size, keep, reencode, writer)
         else:
             _write_forward(rt, job, s.latents, k, clip, size, keep, reencode, writer, known_pixels)
     source_frames = writer.frames - job.frames
-    _write_sidecar(rt, job, size, sgrid, s.timings, time.perf_counter() - t0,
+    write_sidecar(rt, job, size, sgrid, s.timings, time.perf_counter() - t0,
                    {"source_frames": source_frames, "new_frames": job.frames,
                     "frames": writer.frames, "context_frames": n})  # fmt: skip
     s.store.remove()
@@ -102,17 +112,12 @@ def raise_no_frames(clip: ClipInfo) -> None:
     raise UsageError(f"clip {clip.path}: holds no decodable frame")
 
 
-def _tags(job: JobSpec) -> dict[str, str]:
-    return {"description": job.prompt, "fpk_prompt": job.prompt, "fpk_seed": str(job.seed),
-            "comment": f"fpk extend {job.video.name if job.video else ''}"}  # fmt: skip
-
-
 def _anchor(rt: Runtime, job: JobSpec, clip: ClipInfo, size: Resolution, opts) -> Conditions:
     image = opts.get("anchor_image")
     if image is not None:
-        pixels = cond.fit_image(cond.open_image(Path(image), "--anchor-image"), size)
+        pixels = images.fit_image(images.open_image(Path(image), "--anchor-image"), size)
     else:
-        pixels = cond.fit_image_array(read_frames(clip, job.fps, 0.0, 1)[0], size)
+        pixels = images.fit_image_array(read_frames(clip, job.fps, 0.0, 1)[0], size)
     comps = rt.components
     anchor = cond.encode_latents(comps.vae, cond.to_tensor(pixels)[:, None])[:, 0]
     return Conditions(anchor, cond.image_embeds(comps, pixels, rt.device, rt.dtype), None, pixels)
@@ -120,7 +125,7 @@ def _anchor(rt: Runtime, job: JobSpec, clip: ClipInfo, size: Resolution, opts) -
 
 def _decode(rt: Runtime, latents: dict[int, torch.Tensor], first: int, stop: int) -> np.ndarray:
     z = torch.stack([latents[p] for p in range(first, stop)], dim=1)
-    return cond.to_uint8(cond.decode_latents(rt.components.vae, z))
+    return decoding.to_uint8(decoding.decode_latents(rt.components.vae, z))
 
 
 def _blend(source: np.ndarray, decoded: np.ndarray, into_decoded: bool) -> np.ndarray:
@@ -148,7 +153,7 @@ def _source_frames(clip: ClipInfo, fps: int, size: Resolution):
         elif raw:
             yield frame.to_ndarray(format="rgb24")
         else:
-            yield cond.fit_image_array(frame, size)
+            yield images.fit_image_array(frame, size)
 
 
 def _rgb(frame) -> np.ndarray:
@@ -157,7 +162,7 @@ def _rgb(frame) -> np.ndarray:
 
 def _write_forward(rt, job, latents, k, clip, size, keep, reencode, writer, tail) -> None:
     """[clip (SEAM frames faded into the VAE's)][new frames]."""
-    t = rt.components.vae.config.temporal_compression_ratio
+    t = rt.temporal
     lat_first = max(1, k - 2)  # decode from a little before the seam for VAE context
     decoded = _decode(rt, latents, lat_first, max(latents) + 1)
     seam_at = t * (k - lat_first)  # index in `decoded` of the clip's last pixel frame
@@ -199,7 +204,7 @@ def _write_all(writer: VideoWriter, frames) -> None:
 
 def _write_reverse(rt, job, latents, first, k, clip, size, keep, reencode, writer) -> None:
     """[new frames][clip, its first SEAM frames faded in from the VAE's version of them]."""
-    t = rt.components.vae.config.temporal_compression_ratio
+    t = rt.temporal
     decoded = _decode(rt, latents, 0, first + min(k, 3))
     new_count = t * (first - 1) + 1  # pixel frames up to the clip's first latent
     writer.write(decoded[new_count - job.frames : new_count])

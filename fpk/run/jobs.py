@@ -232,7 +232,7 @@ def _resolution(value: Any, preset: Preset) -> Resolution | None:
 
 def _check_files(spec: JobSpec) -> None:
     """Open every image now, so a bad one fails its job before any weights load."""
-    from fpk.model.conditioning import open_image
+    from fpk.media.images import open_image
 
     if spec.image is not None:
         open_image(spec.image, "--image")

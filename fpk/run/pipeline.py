@@ -13,20 +13,17 @@ Steps (diffusers' FramePack pipeline numbers them; here each is a function):
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fpk import events as ev
-from fpk.config import Preset, Resolution
-from fpk.media.decoding import stream_frames
-from fpk.media.video import VideoWriter
+from fpk.config import Resolution
+from fpk.media import decoding, images
 from fpk.model import conditioning as cond
 from fpk.model.call import (
     SectionInputs,
@@ -38,42 +35,16 @@ from fpk.model.call import (
     tokens_per_frame,
 )
 from fpk.model.context import context_tokens, model_shift, section_context
-from fpk.model.packing import LatentGrid, Schedule
+from fpk.model.packing import LatentGrid
 from fpk.run.jobs import JobSpec
+from fpk.run.output import write_sidecar, write_video
+from fpk.run.runtime import Runtime
+from fpk.run.store import SectionStore, job_store
 from fpk.sampling.orders import SectionStep, plan_sections
 from fpk.sampling.prompts import parse_prompt, section_prompts
 from fpk.sampling.sigmas import flow_sigmas
 from fpk.sampling.solvers import Cancelled, sample
 from fpk.sampling.timeline import SectionGrid, section_grid
-
-WORK_DIR = ".fpk-work"  # beside the outputs: finished sections of unfinished jobs
-
-
-@dataclass
-class Runtime:
-    """What every job of a batch shares: the models, where they run, caches."""
-
-    preset: Preset
-    components: object  # fpk.model.loading.Components
-    device: torch.device
-    dtype: torch.dtype
-    prompt_cache: dict[str, cond.PromptEmbeds] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        vae = getattr(self.components, "vae", None)
-        if vae is not None:
-            vae.use_framewise_decoding = self.preset.vae.framewise_decoding
-
-    @property
-    def schedule(self) -> Schedule:
-        return self.components.schedule or self.preset.schedule  # type: ignore[attr-defined]
-
-    def prompt(self, text: str) -> cond.PromptEmbeds:
-        if text not in self.prompt_cache:
-            self.prompt_cache[text] = cond.encode_prompt(
-                self.components, text, self.device, self.dtype
-            )
-        return self.prompt_cache[text]
 
 
 @dataclass
@@ -100,8 +71,8 @@ def job_size(rt: Runtime, job: JobSpec) -> Resolution:
     base, multiple = rt.preset.sampling.resolution, rt.preset.resolution_multiple
     if job.image is None:
         return base
-    img = cond.open_image(job.image)
-    return cond.nearest_bucket(img.width, img.height, base, multiple)
+    img = images.open_image(job.image)
+    return images.nearest_bucket(img.width, img.height, base, multiple)
 
 
 # --- 1. conditions -----------------------------------------------------------------------
@@ -109,12 +80,12 @@ def job_size(rt: Runtime, job: JobSpec) -> Resolution:
 
 def image_conditions(rt: Runtime, job: JobSpec, size: Resolution) -> Conditions:
     comps = rt.components
-    pixels = cond.fit_image(cond.open_image(job.image), size)  # type: ignore[arg-type]
+    pixels = images.fit_image(images.open_image(job.image), size)  # type: ignore[arg-type]
     anchor = cond.encode_latents(comps.vae, cond.to_tensor(pixels)[:, None])[:, 0]
     embeds = cond.image_embeds(comps, pixels, rt.device, rt.dtype)
     end = None
     if job.end_image is not None:
-        end_pixels = cond.fit_image(cond.open_image(job.end_image, "--end-image"), size)
+        end_pixels = images.fit_image(images.open_image(job.end_image, "--end-image"), size)
         end = cond.encode_latents(comps.vae, cond.to_tensor(end_pixels)[:, None])[:, 0]
         end_embeds = cond.image_embeds(comps, end_pixels, rt.device, rt.dtype)
         embeds = embeds + job.end_strength * (end_embeds - embeds) / 2  # diffusers: the mean
@@ -134,7 +105,7 @@ def text_conditions(rt: Runtime, job: JobSpec, grid: LatentGrid, size: Resolutio
     gen = torch.Generator().manual_seed(job.seed + 1)  # its own stream: sections keep theirs
     noise = torch.randn(1, latent_channels(comps), 1, grid.height, grid.width, generator=gen)
     latent = denoise(rt, job, call, noise, lambda i, n: None, None)[0, :, 0]
-    pixels = cond.to_uint8(cond.decode_latents(comps.vae, latent[:, None]))[0]
+    pixels = decoding.to_uint8(decoding.decode_latents(comps.vae, latent[:, None]))[0]
     return Conditions(latent, cond.image_embeds(comps, pixels, rt.device, rt.dtype), None, pixels)
 
 
@@ -179,41 +150,6 @@ def denoise(
 # --- the job -----------------------------------------------------------------------------
 
 
-class SectionStore:
-    """Finished sections of one job on disk (safetensors), so a rerun resumes from them."""
-
-    def __init__(self, folder: Path, settings_hash: str) -> None:
-        self.folder = folder
-        stamp = folder / "settings.hash"
-        if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != settings_hash):
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(settings_hash)
-
-    def path(self, name: str) -> Path:
-        return self.folder / f"{name}.safetensors"
-
-    def load(self, name: str) -> torch.Tensor | None:
-        from safetensors.torch import load_file
-
-        path = self.path(name)
-        return load_file(str(path))["latents"] if path.is_file() else None
-
-    def save(self, name: str, latents: torch.Tensor) -> None:
-        from safetensors.torch import save_file
-
-        tmp = self.folder / f".{name}.tmp"
-        save_file({"latents": latents.contiguous().cpu()}, str(tmp))
-        tmp.replace(self.path(name))
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-        try:
-            self.folder.parent.rmdir()  # the work folder goes once no job needs it
-        except OSError:
-            pass
-
-
 @dataclass
 class Sampled:
     """A job's latents on the true timeline (0 = start frame) and how they were made."""
@@ -244,9 +180,9 @@ def sample_job(
     """
     size = size or job_size(rt, job)
     grid = rt.preset.latent_grid(size)
-    sgrid = section_grid(job.frames, job.window, _temporal(rt))
+    sgrid = section_grid(job.frames, job.window, rt.temporal)
     plan = plan or plan_sections(job.sampler, sgrid.sections, job.window, job.padding)
-    store = SectionStore(job.out / WORK_DIR / job.name, job.settings_hash)
+    store = job_store(job)
     done = _keys([s for s in plan if store.path(_key(s)).is_file()])
     sink(ev.JobStarted(job.name, index, total, job.frames, sgrid.sections, job.steps,
                        job.sampler, len(done)))  # fmt: skip
@@ -288,8 +224,8 @@ def run_job(
     """Generate `job`'s video; returns the mp4 path. Raises Cancelled when stopped."""
     t0 = time.perf_counter()
     s = sample_job(rt, job, sink, should_stop, index, total)
-    path = _write_video(rt, job, s.latents, s.grid, sink)
-    _write_sidecar(rt, job, s.size, s.grid, s.timings, time.perf_counter() - t0)
+    path = write_video(rt, job, s.latents, s.grid, sink)
+    write_sidecar(rt, job, s.size, s.grid, s.timings, time.perf_counter() - t0)
     s.store.remove()
     sink(ev.JobDone(job.name, str(path), job.frames, round(time.perf_counter() - t0, 3)))
     return path
@@ -303,10 +239,6 @@ def _keys(steps: list[SectionStep]) -> set[str]:
     return {_key(s) for s in steps}
 
 
-def _temporal(rt: Runtime) -> int:
-    return rt.components.vae.config.temporal_compression_ratio  # type: ignore[attr-defined]
-
-
 def _conditions(
     rt: Runtime, job: JobSpec, grid: LatentGrid, size: Resolution, store: SectionStore
 ) -> Conditions:
@@ -318,7 +250,7 @@ def _conditions(
         conds = text_conditions(rt, job, grid, size)
         store.save("start", conds.anchor)
         return conds
-    pixels = cond.to_uint8(cond.decode_latents(rt.components.vae, saved[:, None]))[0]
+    pixels = decoding.to_uint8(decoding.decode_latents(rt.components.vae, saved[:, None]))[0]
     embeds = cond.image_embeds(rt.components, pixels, rt.device, rt.dtype)
     return Conditions(saved, embeds, None, pixels)
 
@@ -352,68 +284,6 @@ def _section_event(rt, job, step, call, grid, sections) -> ev.SectionStarted:
         sum(c for _, c in counts),
         job.window * per_frame,
     )
-
-
-def _write_video(rt: Runtime, job: JobSpec, latents, sgrid: SectionGrid, sink) -> Path:
-    vae = rt.components.vae
-    frames = [latents[p] for p in range(sgrid.latent_frames)]
-    first = frames[0]
-
-    def decode(start: int, stop: int) -> torch.Tensor:
-        return cond.decode_latents(vae, torch.stack(frames[start:stop], dim=1))
-
-    h, w = first.shape[-2] * _spatial(rt), first.shape[-1] * _spatial(rt)
-    tags = {
-        "description": job.prompt,
-        "comment": f"fpk {job.name}: preset {job.preset}, seed {job.seed}",
-        "fpk_prompt": job.prompt,
-        "fpk_seed": str(job.seed),
-    }
-    written = 0
-    with VideoWriter(job.output, job.fps, w, h, job.crf, tags) as writer:
-        for chunk in stream_frames(decode, sgrid.latent_frames, job.window, job.window,
-                                   job.frames, sgrid.temporal):  # fmt: skip
-            writer.write(cond.to_uint8(chunk))
-            written += chunk.shape[1]
-            sink(ev.FramesWritten(job.name, written, job.frames))
-    return job.output
-
-
-def _spatial(rt: Runtime) -> int:
-    return rt.components.vae.config.spatial_compression_ratio  # type: ignore[attr-defined]
-
-
-def _write_sidecar(rt, job: JobSpec, size, sgrid, timings, seconds, extra=None) -> None:
-    import diffusers
-    import transformers
-
-    import fpk
-
-    data = {
-        "fpk_sidecar": 1,
-        "settings_hash": job.settings_hash,
-        "job": job.as_dict(),
-        "resolution": str(size),
-        "frames": job.frames,
-        "sections": sgrid.sections,
-        "generated_frames": sgrid.generated_frames,
-        "layout": rt.schedule.name,
-        "weights": rt.components.sources,  # type: ignore[attr-defined]
-        "versions": {
-            "fpk": fpk.__version__,
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__,
-        },
-        "device": str(rt.device),
-        "dtype": str(rt.dtype).removeprefix("torch."),
-        "section_seconds": timings,
-        "seconds": round(seconds, 3),
-        **(extra or {}),
-    }
-    tmp = job.sidecar.with_name(f".{job.sidecar.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(job.sidecar)
 
 
 __all__ = ["Cancelled", "Runtime", "run_job"]

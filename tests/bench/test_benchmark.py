@@ -16,7 +16,7 @@ from fpk.synthetic import metrics
 @pytest.fixture(scope="module")
 def runtime(tiny_saved):
     from fpk.model.loading import load_components
-    from fpk.run.pipeline import Runtime
+    from fpk.run.runtime import Runtime
 
     preset, _, folder = tiny_saved
     return Runtime(preset, load_components(preset, folder), torch.device("cpu"), torch.float32)

@@ -55,7 +55,7 @@ def test_runtime_applies_the_presets_framewise_decoding(tiny_saved):
     from dataclasses import replace
 
     from fpk.model.loading import load_components
-    from fpk.run.pipeline import Runtime
+    from fpk.run.runtime import Runtime
 
     preset, _, folder = tiny_saved
     comps = load_components(preset, folder)

@@ -22,7 +22,8 @@ def released(tmp_path_factory):
 
 
 def _diffusers_latents(rt, image, job, sampling_type, prompt):
-    from fpk.model.conditioning import encode_latents, fit_image, open_image, to_tensor
+    from fpk.media.images import fit_image, open_image
+    from fpk.model.conditioning import encode_latents, to_tensor
 
     pipe = diffusers_pipeline(rt)
     pixels = fit_image(open_image(image), rt.preset.sampling.resolution)
