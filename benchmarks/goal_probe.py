@@ -21,7 +21,7 @@ from fpk.model.loading import EMBEDDED_DIR
 from fpk.sampling.sigmas import flow_sigmas
 from fpk.sampling.solvers import sample
 from fpk.synthetic import metrics, world
-from fpk.train import training as tr
+from fpk.train import sections as tr
 
 SECTIONS = 6  # the first section of any video of 4 sections or more: padding 3
 

@@ -15,7 +15,7 @@ import torch
 
 from fpk.model.loading import EMBEDDED_DIR
 from fpk.synthetic import world
-from fpk.train import training as tr
+from fpk.train import sections as tr
 
 
 def swap(text: str, a: str, b: str) -> str:

@@ -115,7 +115,3 @@ def iter_frames(
 
 def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k=rotation // 90)) if rotation else img
-
-
-def first_frame(clip: ClipInfo) -> np.ndarray:
-    return read_frames(clip, 30, 0.0, 1)[0]

@@ -10,7 +10,6 @@ The start frame is an anchor at model position 0 under the finest kernel, on eve
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import torch
 
@@ -20,16 +19,6 @@ from fpk.sampling.orders import HistorySide, SectionStep
 
 #: Model position of the start anchor in every layout.
 ANCHOR_POSITION = 0
-
-
-@dataclass(frozen=True)
-class SideCount:
-    """Tokens one side of the section contributes, per packed group (for progress events)."""
-
-    step: int
-    frames: int
-    tokens: tuple[int, ...]
-    kernels: tuple[tuple[int, int, int], ...]
 
 
 #: Released padding keeps a forward section no further than this many windows from the start

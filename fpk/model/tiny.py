@@ -256,3 +256,32 @@ def save_components(
                 kwargs["max_shard_size"] = max_shard_size
         part.save_pretrained(folder / name, **kwargs)  # type: ignore[attr-defined]
     return folder
+
+
+#: The tiny VAE's channel widths: small enough to train and encode quickly on a CPU.
+TINY_VAE_CHANNELS = (16, 32, 64)
+TINY_VAE_GROUPS = 2  # 8 to 32 channels a group: room for steady_norms' constant pair
+#: No mid-block attention in the tiny VAE: it costs less per decoded frame, and the world has
+#: nothing a 16x16 latent needs attention for.
+TINY_VAE_ATTENTION = False
+
+
+def ensure_components(preset: Preset, folder: Path, words: Iterable[str], seed: int = 0) -> None:
+    """Random tiny components of the real classes in `folder`, unless already there, ready to
+    train: steady VAE norms, salient words, the preset's schedule recorded."""
+    if (folder / "vae" / "config.json").is_file():
+        return
+    comps = build_components(
+        preset,
+        words,
+        TinySizes(
+            vae_channels=TINY_VAE_CHANNELS,
+            vae_groups=TINY_VAE_GROUPS,
+            vae_attention=TINY_VAE_ATTENTION,
+        ),
+        seed,
+    )
+    steady_norms(comps["vae"])
+    salient_words(comps["text_encoder"])
+    comps["transformer"].register_to_config(fpk_schedule=preset.schedule.name)
+    save_components(comps, folder)

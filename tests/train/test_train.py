@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 from fpk.config import load_preset
+from fpk.train.checkpoints import RESUME
+from fpk.train.logs import LOG, read_log
 from fpk.train.training import TrainConfig, train
 
 SMALL = """
@@ -36,8 +39,7 @@ def small_preset(tmp_path_factory):
 
 
 def _losses(run: Path, component: str) -> list[float]:
-    path = run / component / "log.jsonl"
-    return [json.loads(line)["loss"] for line in path.read_text().splitlines()]
+    return [row["loss"] for row in read_log(run / component / LOG)]
 
 
 def test_transformer_loss_falls_and_resumes(small_preset, tmp_path):
@@ -50,7 +52,11 @@ def test_transformer_loss_falls_and_resumes(small_preset, tmp_path):
     assert (weights / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
     longer = TrainConfig(**{**cfg.__dict__, "steps": 23})
     train(small_preset, weights, runs, longer, resume=True)
-    assert [json.loads(x)["step"] for x in (runs / "transformer" / "log.jsonl").open()][-1] == 23
+    assert [row["step"] for row in read_log(runs / "transformer" / LOG)][-1] == 23
+    with safe_open(str(ckpt), "pt") as f:  # the finished checkpoint: no optimizer moments
+        assert f.metadata()["step"] == "23" and not any(k.startswith("optim.") for k in f.keys())
+    with safe_open(str(runs / "transformer" / RESUME), "pt") as f:
+        assert any(k.startswith("optim.") for k in f.keys())
 
 
 def test_vae_trains_and_sets_its_scaling_factor(small_preset, tmp_path):
@@ -119,7 +125,7 @@ def test_frames_as_images_is_the_same_network():
     clips of more than one frame still go through the 3D path."""
     import torch
 
-    from fpk.train.training import frames_as_images
+    from fpk.train.vae import frames_as_images
 
     torch.manual_seed(0)
     vae = _small_vae(attention=True)
@@ -210,10 +216,12 @@ def test_first_sections_are_the_inverted_orders_first(small_preset, tmp_path):
     """`sample_one(first=True)`: the end of the video, from the start image alone."""
     import torch
 
+    from fpk.model.tiny import ensure_components
     from fpk.sampling.orders import plan_sections
-    from fpk.train.training import SectionTask, ensure_components, load
+    from fpk.synthetic import world
+    from fpk.train.sections import SectionTask, load
 
-    ensure_components(small_preset, tmp_path / "w")
+    ensure_components(small_preset, tmp_path / "w", world.vocabulary())
     comps = load(small_preset, tmp_path / "w")
     task = SectionTask(small_preset, comps, TrainConfig(scenes=1))
     for sections in (1, 4, 6):

@@ -1,0 +1,169 @@
+"""Training the FramePack transformer (FramePack sec. 3): each sample is one section of a
+world video with the exact context inference gives it (fpk.model.context), over a mix of
+sampling orders, so one model serves every order; and the held-out helpers the probes in
+`benchmarks/` start from."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import torch
+
+from fpk.config import Preset
+from fpk.model.call import predict_flow, section_inputs, target_tokens
+from fpk.synthetic import world
+from fpk.train.config import TrainConfig
+
+ORDERS_MIX = (  # (order, padding, weight): what the model is trained to serve
+    ("inverted", "released", 0.6),
+    ("inverted", "time-true", 0.1),
+    ("anti-drifting", "time-true", 0.15),
+    ("vanilla", "released", 0.15),
+)
+MAX_SECTIONS = 6  # released padding: [3, 2, .., 2, 1, 0]; longer videos repeat these layouts
+STATIC_AFTER = 1 + 4 * 14  # pixel frames to encode; the world is static after ~1 s
+GUIDANCE = 10.0
+
+
+def load(preset: Preset, folder: Path):
+    from fpk.model.loading import load_components
+
+    return load_components(preset, folder)
+
+
+class SectionTask:
+    """One section per sample, with the context inference gives it (see module doc)."""
+
+    def __init__(self, preset: Preset, comps, cfg: TrainConfig) -> None:
+        from fpk.run.runtime import Runtime
+
+        self.preset, self.comps, self.cfg = preset, comps, cfg
+        self.model = comps.transformer
+        self.window = preset.sampling.window
+        self.grid = preset.latent_grid()
+        self.rt = Runtime(preset, comps, torch.device("cpu"), torch.float32)
+        self.rng = random.Random(cfg.seed)
+        comps.vae.use_framewise_encoding = False  # one pass per clip: faster than tiles here
+        self.videos = [encode_scene(comps, self.rt, seed) for seed in range(cfg.scenes)]
+
+    def sample_one(self, first: bool = False, sections: int | None = None):
+        """A random section with its context; `first`: the section generated first under the
+        inverted order with released padding (the end of the video, nothing known but the
+        start image), where the goal can only come from the prompt; `sections`: the video's
+        length (default: drawn from 1 to MAX_SECTIONS)."""
+        from fpk.model.context import model_shift, section_context
+        from fpk.sampling.orders import known_frames, plan_sections
+
+        video = self.rng.choice(self.videos)
+        order, padding = self.rng.choices(
+            [(o, p) for o, p, _ in ORDERS_MIX], [w for *_, w in ORDERS_MIX]
+        )[0]
+        if first:
+            order, padding = "inverted", "released"
+        sections = sections or self.rng.randint(1, MAX_SECTIONS)
+        plan = plan_sections(order, sections, self.window, padding)
+        step = plan[0 if first else self.rng.randrange(sections)]
+        lat = video["latents"]
+        known = {p: lat[:, p] for p in known_frames(plan, step.order)}
+        shift = model_shift(step, self.model_schedule, padding)
+        ctx = section_context(step, self.model_schedule, self.grid, known, shift, lat[:, 0])
+        target = lat[:, step.target.start : step.target.stop]
+        return video, ctx, torch.tensor(list(step.target)) + shift, target
+
+    @property
+    def model_schedule(self):
+        return self.rt.schedule
+
+    def loss(self, model, step: int = 0) -> torch.Tensor:
+        from fpk.sampling.sigmas import shift_mu, time_shift
+
+        share = self.cfg.first_share
+        items = [self.sample_one(first=self.rng.random() < share) for _ in range(self.cfg.batch)]
+        x0 = torch.stack([t for *_, t in items])  # (B, C, S, h, w)
+        b = x0.shape[0]
+        mu = shift_mu(target_tokens(model.config, x0))
+        sigma = torch.tensor([time_shift(self.rng.random() * 0.999 + 0.001, mu) for _ in range(b)])
+        noise = torch.randn_like(x0)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        pred = self.flow(model, items, xt, sigma, [v["prompt"] for v, *_ in items])
+        return torch.nn.functional.mse_loss(pred, noise - x0)
+
+    def flow(self, model, items, xt: torch.Tensor, sigma: torch.Tensor, prompts: list[str]):
+        """The model's predicted flow for `sample_one` items at noisy latents `xt`, `sigma`."""
+        inputs = section_inputs(
+            [self.rt.prompt(t) for t in prompts],
+            torch.cat([v["image_embeds"] for v, *_ in items]),
+            torch.stack([pos for _, _, pos, _ in items]),
+            [ctx for _, ctx, _, _ in items],
+            GUIDANCE,
+        )
+        return predict_flow(model, xt, sigma, inputs)
+
+    @staticmethod
+    def shipped(model, averaged):
+        return averaged
+
+    def export(self, model, weights: Path) -> None:
+        model.register_to_config(fpk_schedule=self.rt.schedule.name)
+        model.save_pretrained(weights / "transformer", safe_serialization=True)
+
+    def sample(self, model, weights: Path, path: Path) -> None:
+        """A 2 s held-out video with the current EMA weights, through `fpk generate`'s code."""
+        from fpk.run.jobs import resolve_job
+        from fpk.run.pipeline import run_job
+
+        s = world.scene(world.HELD_OUT + 1)
+        folder = path.parent / "sample-input"
+        folder.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        Image.fromarray(world.render_frame(s, 0)).save(folder / "start.png")
+        job = resolve_job(
+            self.preset,
+            {"image": str(folder / "start.png"), "prompt": s.prompt, "len": "2s", "steps": 10},
+            {"name": path.stem},
+            path.parent,
+        )
+        comps = dataclasses.replace(self.rt.components, transformer=model)
+        run_job(dataclasses.replace(self.rt, components=comps), job)
+
+
+def probe_task(weights: Path, threads: int = 0, preset: str = "tiny") -> SectionTask:
+    """A SectionTask over `weights` with no scenes encoded (probes set `videos`), its
+    transformer in eval mode: what the benchmarks that question a trained model start from."""
+    from fpk.config import load_preset
+
+    if threads:
+        torch.set_num_threads(threads)
+    p = load_preset(preset)
+    task = SectionTask(p, load(p, weights), TrainConfig(scenes=0, seed=1))
+    task.model.eval()
+    return task
+
+
+@torch.no_grad()
+def encode_scene(
+    comps, rt, seed: int, sections: int = MAX_SECTIONS, scene: world.Scene | None = None
+) -> dict:
+    """Latents of a world video long enough for `sections` sections, plus its conditions;
+    the scene of `seed`, or `scene` where given.
+
+    Only the first STATIC_AFTER frames are encoded: the world is still after that (the
+    object has arrived), so later latent frames repeat the last one.
+    """
+    from fpk.model import conditioning as cond
+
+    s = scene or world.scene(seed)
+    window = rt.preset.sampling.window
+    latent_frames = 1 + sections * window
+    pixels = cond.to_tensor(world.render(s, STATIC_AFTER))  # (3, F, H, W)
+    lat = cond.encode_latents(comps.vae, pixels)
+    if lat.shape[1] < latent_frames:
+        tail = lat[:, -1:].expand(-1, latent_frames - lat.shape[1], -1, -1)
+        lat = torch.cat([lat, tail], dim=1)
+    embeds = cond.image_embeds(comps, world.render_frame(s, 0), rt.device, rt.dtype)
+    return {"latents": lat[:, :latent_frames].contiguous(), "prompt": s.prompt,
+            "image_embeds": embeds}  # fmt: skip

@@ -1,0 +1,148 @@
+"""Training the VAE on world clips (`fpk train --component vae`): image steps first, then
+clips; `--inflate` and `--decoder-only` as the shipped tiny VAE was made (model card)."""
+
+from __future__ import annotations
+
+import types
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fpk.synthetic import world
+from fpk.train.config import TrainConfig
+
+
+@contextmanager
+def frames_as_images(vae):
+    """Single frames through the causal VAE as the 2D network they amount to.
+
+    A causal convolution pads time by replicating the first frame, so on a one-frame input its
+    3x3x3 kernel sees three copies of that frame: exactly a 3x3 convolution with the kernel
+    summed over time. Run that way (the same parameters, the same result, gradients
+    included) an image step costs several times less on a CPU than the 3D convolution.
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_hunyuan_video import (
+        HunyuanVideoCausalConv3d,
+    )
+
+    def as_2d(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        if x.shape[2] != 1 or conv.padding != (0, 0, 0) or conv.dilation != (1, 1, 1):
+            return type(self).forward(self, x)
+        x = torch.nn.functional.pad(x[:, :, 0], self.time_causal_padding[:4], mode=self.pad_mode)
+        return torch.nn.functional.conv2d(x, conv.weight.sum(2), conv.bias, conv.stride[1:])[
+            :, :, None
+        ]
+
+    convs = [m for m in vae.modules() if isinstance(m, HunyuanVideoCausalConv3d)]
+    for m in convs:
+        m.forward = types.MethodType(as_2d, m)
+    try:
+        yield vae
+    finally:
+        for m in convs:
+            del m.forward
+
+
+class VaeTask:
+    """Reconstruct world frames: L1 + MSE of the decoded posterior mean (fpk encodes with the
+    mean), with a little latent noise so that the decoder tolerates imperfect latents, plus a
+    small KL term that keeps the posterior's scale in check.
+
+    Image first, as causal video VAEs are trained: the first IMAGE_FRACTION of the steps see
+    single frames (4 x the batch; the causal VAE encodes a frame alone exactly as it encodes a
+    clip's first frame), the rest 9-frame clips, so that the cheap steps teach shapes and
+    colours and the dear ones motion within a latent frame. (Measured on the tiny VAE: 330
+    clip steps did not get there; its latents smeared a moving object over several latent
+    frames.) `--inflate` then makes the VAE frame-wise (`fpk.model.tiny.inflate_causal`) and
+    `--decoder-only` trains the decoder alone on chunks decoded as `fpk generate` decodes
+    them (`_chunk_loss`), which is how the shipped tiny VAE learned motion (model card).
+    """
+
+    CLIP = 9  # pixel frames: 1 + 4 * 2
+    KL = 1e-6
+    LATENT_NOISE = 0.05
+    IMAGE_FRACTION = 0.7
+    CHUNK = 3  # latent frames a decoder-only step decodes
+    DECODER_STARTS = 8  # the world moves in its first ~25 pixel frames (latents 0..6)
+
+    def __init__(self, comps, cfg: TrainConfig) -> None:
+        self.model = comps.vae
+        self.model.use_framewise_encoding = self.model.use_framewise_decoding = False
+        self.batch = max(1, cfg.batch // 4)
+        self.decoder_only = cfg.decoder_only
+        self.image_steps = 0 if cfg.decoder_only else int(cfg.steps * self.IMAGE_FRACTION)
+        self.rng = np.random.default_rng(cfg.seed)
+        if cfg.decoder_only:
+            for part in (self.model.encoder, self.model.quant_conv):
+                part.requires_grad_(False)
+
+    def clips(self, frames: int = CLIP, count: int | None = None) -> torch.Tensor:
+        out = []
+        for _ in range(count or self.batch):
+            s = world.sample_scene(self.rng)
+            first = int(self.rng.integers(0, 40))
+            out.append(torch.from_numpy(world.render(s, frames, first)))
+        x = torch.stack(out).float() / 127.5 - 1  # (B, F, H, W, 3)
+        return x.permute(0, 4, 1, 2, 3)
+
+    def loss(self, vae, step: int = 0) -> torch.Tensor:
+        if self.decoder_only:
+            return self._chunk_loss(vae)
+        if step < self.image_steps:
+            with frames_as_images(vae):
+                return self._loss(vae, self.clips(1, 4 * self.batch))
+        return self._loss(vae, self.clips())
+
+    def _chunk_loss(self, vae) -> torch.Tensor:
+        """Decoder only, as `fpk generate` decodes: latents of a video encoded from its first
+        frame, decoded from latent frame `a` on (the chunk's first latent stands for pixel
+        frame 4a alone), against pixel frames 4a .. 4(a + CHUNK - 1). Starts are drawn where
+        the world moves (its first DECODER_STARTS latent frames)."""
+        from fpk.model import conditioning as cond
+
+        t = self.model.config.temporal_compression_ratio
+        xs, zs = [], []
+        for _ in range(self.batch):
+            s = world.sample_scene(self.rng)
+            a = int(self.rng.integers(0, self.DECODER_STARTS))
+            x = cond.to_tensor(world.render(s, 1 + t * (a + self.CHUNK - 1)))[None]
+            with torch.no_grad():
+                zs.append(vae.encode(x).latent_dist.mode()[:, :, a:])
+            xs.append(x[:, :, t * a :])
+        x, z = torch.cat(xs), torch.cat(zs)
+        y = vae.decode(z + self.LATENT_NOISE * z.std() * torch.randn_like(z)).sample
+        return (y - x).abs().mean() + ((y - x) ** 2).mean()
+
+    def _loss(self, vae, x: torch.Tensor) -> torch.Tensor:
+        post = vae.encode(x).latent_dist
+        z = post.mode()
+        y = vae.decode(z + self.LATENT_NOISE * z.detach().std() * torch.randn_like(z)).sample
+        return (y - x).abs().mean() + ((y - x) ** 2).mean() + self.KL * post.kl().mean()
+
+    @staticmethod
+    def shipped(model, averaged):
+        """The VAE ships its raw weights: it trains briefly and fast, so the EMA lags."""
+        return model
+
+    @torch.no_grad()
+    def export(self, vae, weights: Path) -> None:
+        """Save with scaling_factor = 1 / std of the latents, so that they are unit-variance."""
+        if not self.decoder_only:  # the encoder, and so the latents' scale, are unchanged
+            x = torch.cat([self.clips() for _ in range(4)])
+            std = vae.encode(x).latent_dist.mode().std().item()
+            vae.register_to_config(scaling_factor=round(1 / std, 6))
+        vae.save_pretrained(weights / "vae", safe_serialization=True)
+
+    def sample(self, vae, weights: Path, path: Path) -> None:
+        """A reconstruction strip next to the source (PNG)."""
+        from PIL import Image
+
+        with torch.no_grad():
+            x = self.clips()[:1]
+            y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        row = torch.cat([x[0], y[0]], dim=-2)  # (3, F, 2H, W)
+        img = ((row.permute(2, 1, 3, 0).flatten(1, 2) + 1) * 127.5).byte().numpy()
+        Image.fromarray(img).save(path.with_suffix(".png"))
