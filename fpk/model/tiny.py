@@ -24,6 +24,7 @@ WORD_START = "\u2581"  # the Metaspace marker Llama's tokenizer prefixes words w
 CLIP_WORD_END = "</w>"
 #: Llama layers: fpk reads the hidden state of layer -3 (HunyuanVideo), so at least 3.
 LLAMA_LAYERS = 3
+TINY_HEADS = 2  # attention heads of each tiny encoder
 
 
 @dataclass(frozen=True)
@@ -111,65 +112,72 @@ def build_vae(spec: VaeSpec, sizes: TinySizes = TinySizes()):
 def build_components(
     preset: Preset, words: Iterable[str], sizes: TinySizes = TinySizes(), seed: int = 0
 ) -> dict[str, object]:
-    """Random tiny components of the real classes, shaped to fit `preset`'s transformer."""
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        LlamaConfig,
-        LlamaModel,
-        SiglipVisionConfig,
-        SiglipVisionModel,
-    )
+    """Random tiny components of the real classes, shaped to fit `preset`'s transformer.
 
+    Built in a fixed order after seeding (the dict's), so a seed gives the same weights."""
     from fpk.model.loading import image_processor_class
 
     torch.manual_seed(seed)
     arch = preset.architecture
     tokenizer, tokenizer_2 = build_tokenizers(words)
-    heads = 2
     return {
         "transformer": FramePackTransformer(**transformer_config(arch, preset.schedule)),
         "vae": build_vae(preset.vae, sizes),
-        "text_encoder": LlamaModel(
-            LlamaConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=arch.text_embed_dim,
-                intermediate_size=2 * arch.text_embed_dim,
-                num_hidden_layers=LLAMA_LAYERS,
-                num_attention_heads=heads,
-                num_key_value_heads=heads,
-                max_position_embeddings=512,
-            )
-        ),
+        "text_encoder": _llama(arch, len(tokenizer)),
         "tokenizer": tokenizer,
-        "text_encoder_2": CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer_2),
-                hidden_size=arch.pooled_projection_dim,
-                intermediate_size=2 * arch.pooled_projection_dim,
-                num_hidden_layers=sizes.encoder_layers,
-                num_attention_heads=heads,
-                max_position_embeddings=77,
-                bos_token_id=0,
-                eos_token_id=1,
-                pad_token_id=1,
-            )
-        ),
+        "text_encoder_2": _clip(arch, len(tokenizer_2), sizes),
         "tokenizer_2": tokenizer_2,
-        "image_encoder": SiglipVisionModel(
-            SiglipVisionConfig(
-                hidden_size=arch.image_proj_dim,
-                intermediate_size=2 * arch.image_proj_dim,
-                num_hidden_layers=sizes.encoder_layers,
-                num_attention_heads=heads,
-                image_size=sizes.image_size,
-                patch_size=sizes.image_patch,
-            )
-        ),
+        "image_encoder": _siglip(arch, sizes),
         "feature_extractor": image_processor_class()(
             size={"height": sizes.image_size, "width": sizes.image_size}
         ),
     }
+
+
+def _llama(arch, vocab: int):
+    from transformers import LlamaConfig, LlamaModel
+
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=arch.text_embed_dim,
+        intermediate_size=2 * arch.text_embed_dim,
+        num_hidden_layers=LLAMA_LAYERS,
+        num_attention_heads=TINY_HEADS,
+        num_key_value_heads=TINY_HEADS,
+        max_position_embeddings=512,
+    )
+    return LlamaModel(config)
+
+
+def _clip(arch, vocab: int, sizes: TinySizes):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=vocab,
+        hidden_size=arch.pooled_projection_dim,
+        intermediate_size=2 * arch.pooled_projection_dim,
+        num_hidden_layers=sizes.encoder_layers,
+        num_attention_heads=TINY_HEADS,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    return CLIPTextModel(config)
+
+
+def _siglip(arch, sizes: TinySizes):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    config = SiglipVisionConfig(
+        hidden_size=arch.image_proj_dim,
+        intermediate_size=2 * arch.image_proj_dim,
+        num_hidden_layers=sizes.encoder_layers,
+        num_attention_heads=TINY_HEADS,
+        image_size=sizes.image_size,
+        patch_size=sizes.image_patch,
+    )
+    return SiglipVisionModel(config)
 
 
 @torch.no_grad()
