@@ -6,6 +6,8 @@ its exit code; nothing here computes anything the library does not.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -46,30 +48,7 @@ ScheduleOpt = Annotated[
     typer.Option("--schedule", help="Packing schedule by name (default: the preset's)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
-PromptOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--prompt", help='Prompt; timestamped: "[0s: a cat sits] [3s-5s: the cat jumps]".'
-    ),
-]
-LenOpt = Annotated[
-    str | None, typer.Option("--len", help="Length: 5s, 1m30s, 150f or plain seconds.")
-]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
-StepsOpt = Annotated[int | None, typer.Option("--steps", help="Denoising steps (default 25).")]
-CfgOpt = Annotated[
-    float | None, typer.Option("--cfg", help="Real CFG scale; >1 runs the negative prompt.")
-]
-GuidanceOpt = Annotated[
-    float | None, typer.Option("--guidance", help="Distilled guidance (default 10).")
-]
-SamplerOpt = Annotated[
-    str | None, typer.Option("--sampler", help="inverted, anti-drifting, vanilla or forward.")
-]
-CrfOpt = Annotated[
-    int | None, typer.Option("--crf", help="H.264 quality, 0 lossless (default 16).")
-]
-FpsOpt = Annotated[int | None, typer.Option("--fps", help="Output frame rate (default 30).")]
 WeightsOpt = Annotated[
     Path | None, typer.Option("--weights", help="Local folder with the weights.")
 ]
@@ -84,21 +63,6 @@ ManifestOpt = Annotated[
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo jobs whose output exists.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress display.")]
 EventsJsonOpt = Annotated[bool, typer.Option("--json", help="One JSON event per line.")]
-NegativeOpt = Annotated[
-    str | None, typer.Option("--negative-prompt", help="Negative prompt (used when cfg > 1).")
-]
-PaddingOpt = Annotated[
-    str | None,
-    typer.Option("--padding", help="Inverted positions: released ([3,2,..,2,1,0]) or time-true."),
-]
-SolverOpt = Annotated[str | None, typer.Option("--solver", help="unipc (default) or euler.")]
-BlendOpt = Annotated[
-    int | None,
-    typer.Option("--prompt-blend", help="Sections over which a timestamped prompt fades in."),
-]
-NameOpt = Annotated[
-    str | None, typer.Option("--name", help="Output name (default: input stem + settings hash).")
-]
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -225,35 +189,46 @@ def check_weights(
     typer.echo(f"layout in use: {report['layout']}; new projection keys: {len(comps.new_keys)}")
 
 
+def _job_options(command: str):
+    """One option per job field of `command`, generated from fpk.run.options (the table that
+    also gives the manifest keys and their checks); the command gets them as `job`."""
+
+    def wrap(fn):
+        from fpk.run.options import for_command
+
+        fields = for_command(command)
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
+        params = [_job_parameter(f) for f in fields] + own
+
+        @functools.wraps(fn)
+        def command_fn(**kwargs):
+            job = {f.name: kwargs.pop(f.name) for f in fields}
+            return fn(job, **kwargs)
+
+        command_fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command_fn.__annotations__ = {p.name: p.annotation for p in params}
+        return command_fn
+
+    return wrap
+
+
+def _job_parameter(field) -> inspect.Parameter:
+    kind = field.kind if field.kind is not str or not field.choices else str
+    option = typer.Option(*(field.flag or field.option).split(" "), help=field.describe())
+    return inspect.Parameter(
+        field.name,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=None,
+        annotation=Annotated[kind | None, option],
+    )
+
+
 @app.command()
+@_job_options("generate")
 def generate(
-    image: Annotated[
-        Path | None, typer.Option("--image", help="Start image (omit for text-to-video).")
-    ] = None,
-    prompt: PromptOpt = None,
-    length: LenOpt = None,
-    end_image: Annotated[
-        Path | None, typer.Option("--end-image", help="Image the video ends on (inverted).")
-    ] = None,
-    end_strength: Annotated[
-        float | None, typer.Option("--end-strength", help="Weight of the end image, 0..1.")
-    ] = None,
-    negative_prompt: NegativeOpt = None,
+    job: dict,
     manifest: ManifestOpt = None,
     preset: PresetOpt = "tiny",
-    seed: SeedOpt = None,
-    steps: StepsOpt = None,
-    cfg: CfgOpt = None,
-    guidance: GuidanceOpt = None,
-    window: WindowOpt = None,
-    sampler: SamplerOpt = None,
-    padding: PaddingOpt = None,
-    solver: SolverOpt = None,
-    prompt_blend: BlendOpt = None,
-    resolution: ResolutionOpt = None,
-    crf: CrfOpt = None,
-    fps: FpsOpt = None,
-    name: NameOpt = None,
     weights: WeightsOpt = None,
     out: OutOpt = Path("out"),
     device: DeviceOpt = None,
@@ -263,14 +238,7 @@ def generate(
     as_json: EventsJsonOpt = False,
 ) -> None:
     """Generate a video from an image (or from text alone), one job or a manifest of many."""
-    flags = {
-        "image": image, "prompt": prompt, "len": length, "end_image": end_image,
-        "end_strength": end_strength, "negative_prompt": negative_prompt, "seed": seed,
-        "steps": steps, "cfg": cfg, "guidance": guidance, "window": window, "sampler": sampler,
-        "padding": padding, "solver": solver, "prompt_blend": prompt_blend,
-        "resolution": resolution, "crf": crf, "fps": fps, "name": name,
-    }  # fmt: skip
-    _run_jobs(flags, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json)
+    _run_jobs(job, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json)
 
 
 def _run_jobs(flags, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json):
@@ -376,45 +344,14 @@ class _sink:
 
 
 @app.command()
+@_job_options("extend")
 def extend(
+    job: dict,
     video: Annotated[
         Path | None, typer.Argument(help="Clip to continue (omit with --manifest).")
     ] = None,
-    prompt: PromptOpt = None,
-    length: LenOpt = None,
-    context_frames: Annotated[
-        int | None,
-        typer.Option("--context-frames", help="Source frames that enter the history (1+4k)."),
-    ] = None,
-    anchor_image: Annotated[
-        Path | None,
-        typer.Option("--anchor-image", help="Start-image stream (default: the first frame)."),
-    ] = None,
-    keep_source: Annotated[
-        bool | None,
-        typer.Option("--keep-source/--no-keep-source", help="Output source + continuation."),
-    ] = None,
-    reencode_source: Annotated[
-        bool | None, typer.Option("--reencode-source", help="Pass the source through the VAE.")
-    ] = None,
-    reverse: Annotated[
-        bool | None, typer.Option("--reverse", help="Extend backwards in time.")
-    ] = None,
-    negative_prompt: NegativeOpt = None,
     manifest: ManifestOpt = None,
     preset: PresetOpt = "tiny",
-    seed: SeedOpt = None,
-    steps: StepsOpt = None,
-    cfg: CfgOpt = None,
-    guidance: GuidanceOpt = None,
-    window: WindowOpt = None,
-    padding: PaddingOpt = None,
-    solver: SolverOpt = None,
-    prompt_blend: BlendOpt = None,
-    resolution: ResolutionOpt = None,
-    crf: CrfOpt = None,
-    fps: FpsOpt = None,
-    name: NameOpt = None,
     weights: WeightsOpt = None,
     out: OutOpt = Path("out"),
     device: DeviceOpt = None,
@@ -426,16 +363,8 @@ def extend(
     """Continue an existing clip forward (or backward with --reverse)."""
     if video is None and manifest is None:
         raise UsageError("give the clip to extend (fpk extend CLIP.mp4) or --manifest")
-    flags = {
-        "video": video, "prompt": prompt, "len": length, "context_frames": context_frames,
-        "anchor_image": anchor_image, "keep_source": keep_source,
-        "reencode_source": reencode_source, "reverse": reverse,
-        "negative_prompt": negative_prompt, "seed": seed, "steps": steps, "cfg": cfg,
-        "guidance": guidance, "window": window, "padding": padding, "solver": solver,
-        "prompt_blend": prompt_blend, "resolution": resolution, "crf": crf, "fps": fps,
-        "name": name,
-    }  # fmt: skip
-    _run_jobs(flags, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json)
+    job = {**job, "video": video}
+    _run_jobs(job, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json)
 
 
 @app.command()

@@ -28,6 +28,16 @@ SCHEDULES_FILE = PRESET_DIR / "schedules.toml"
 SAMPLERS: tuple[str, ...] = ("inverted", "anti-drifting", "vanilla", "forward")
 SOLVERS: tuple[str, ...] = ("unipc", "euler")
 
+# Job defaults that are not the preset's (those are in `Sampling`); fpk.run.options uses them.
+DEFAULT_SEED = 31337  # the official demo's
+DEFAULT_LENGTH = "5s"
+DEFAULT_PADDING = "released"  # the released weights' inverted padding [3, 2, .., 2, 1, 0]
+DEFAULT_END_STRENGTH = 1.0
+DEFAULT_PROMPT_BLEND = 0  # sections; 0: a timestamped prompt switches at its time
+MAX_STEPS = 1000
+MAX_SEED = 2**63 - 1
+TRAIN_SEED = 0  # `fpk train`'s default seed (the shipped tiny model's runs)
+
 
 @dataclass(frozen=True)
 class Architecture:

@@ -55,15 +55,15 @@ def run_extend(
     total: int = 1,
 ) -> Path:
     t0 = time.perf_counter()
-    opts = dict(job.extend)
+    opts = job.extend
     clip = probe(job.video)  # type: ignore[arg-type]
     size = job.resolution or images.nearest_bucket(
         clip.width, clip.height, rt.preset.sampling.resolution, rt.preset.resolution_multiple
     )
     t = rt.temporal
     available = max(1, round(clip.duration * job.fps))
-    n = context_pixel_frames(opts.get("context_frames"), available, rt.schedule.capacity, t)
-    reverse = bool(opts.get("reverse", False))
+    n = context_pixel_frames(opts.context_frames, available, rt.schedule.capacity, t)
+    reverse = bool(opts.reverse)
     start = 0.0 if reverse else max(0.0, (available - n) / job.fps)
     known_pixels = [images.fit_image_array(f, size) for f in read_frames(clip, job.fps, start, n)]
     if not known_pixels:
@@ -82,8 +82,8 @@ def run_extend(
         plan = offset(plan_sections("forward", sgrid.sections, job.window, job.padding), k)
         source = {1 + i: known[:, i] for i in range(k)}
     s = sample_job(rt, job, sink, should_stop, index, total, source, plan, conds, size)
-    keep = bool(opts.get("keep_source", True))
-    reencode = bool(opts.get("reencode_source", False))
+    keep = opts.keep_source is not False  # kept unless --no-keep-source
+    reencode = bool(opts.reencode_source)
     writer = VideoWriter(
         job.output,
         job.fps,
@@ -113,9 +113,9 @@ def raise_no_frames(clip: ClipInfo) -> None:
 
 
 def _anchor(rt: Runtime, job: JobSpec, clip: ClipInfo, size: Resolution, opts) -> Conditions:
-    image = opts.get("anchor_image")
+    image = opts.anchor_image
     if image is not None:
-        pixels = images.fit_image(images.open_image(Path(image), "--anchor-image"), size)
+        pixels = images.fit_image(images.open_image(image, "--anchor-image"), size)
     else:
         pixels = images.fit_image_array(read_frames(clip, job.fps, 0.0, 1)[0], size)
     comps = rt.components

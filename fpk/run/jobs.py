@@ -16,14 +16,9 @@ from typing import Any
 
 from fpk.config import Preset, Resolution, check_resolution, parse_resolution, read_toml
 from fpk.errors import ConfigError, FpkError, UsageError
-from fpk.sampling.orders import ORDERS, PADDINGS
+from fpk.run.options import EXTEND_KEYS, FIELDS, KEYS, PATH_KEYS, ExtendSpec
 from fpk.sampling.prompts import parse_prompt
-from fpk.sampling.solvers import SOLVERS
 from fpk.sampling.timeline import parse_length
-
-DEFAULT_SEED = 31337  # the official demo's
-DEFAULT_LENGTH = "5s"
-MAX_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -54,7 +49,7 @@ class JobSpec:
     negative_prompt: str = ""
     prompt_blend: int = 0
     video: Path | None = None  # fpk extend: the clip to continue
-    extend: tuple[tuple[str, Any], ...] = ()  # fpk extend's own settings
+    extend: ExtendSpec = ExtendSpec()  # fpk extend's own settings
     weights_identity: str = ""
 
     @property
@@ -70,7 +65,7 @@ class JobSpec:
         for key in ("out", "image", "end_image", "video"):
             data[key] = None if data[key] is None else str(data[key])
         data["resolution"] = None if self.resolution is None else str(self.resolution)
-        data["extend"] = dict(self.extend)
+        data["extend"] = self.extend.as_dict()
         return data
 
     @property
@@ -96,17 +91,6 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-#: Keys a manifest entry (or the command line) may set, by their long option names.
-JOB_KEYS = (
-    "name", "image", "end_image", "end_strength", "prompt", "negative_prompt", "len", "seed",
-    "steps", "cfg", "guidance", "guidance_rescale", "window", "sampler", "padding", "solver",
-    "resolution", "crf", "fps", "prompt_blend", "video", "context_frames", "anchor_image",
-    "keep_source", "reencode_source", "reverse",
-)  # fmt: skip
-EXTEND_KEYS = ("context_frames", "anchor_image", "keep_source", "reencode_source", "reverse")
-PATH_KEYS = ("image", "end_image", "video", "anchor_image")
-
-
 def resolve_job(
     preset: Preset,
     entry: dict[str, Any],
@@ -116,56 +100,46 @@ def resolve_job(
     weights_identity: str = "",
     base: Path | None = None,
 ) -> JobSpec:
-    """One job: preset defaults < manifest `entry` < command-line `flags` (None = unset)."""
-    unknown = sorted(set(entry) - set(JOB_KEYS))
+    """One job: defaults < preset < manifest `entry` < command-line `flags` (None = unset)."""
+    unknown = sorted(set(entry) - set(KEYS))
     if unknown:
-        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (valid: {', '.join(JOB_KEYS)})")
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (valid: {', '.join(KEYS)})")
     values = {**entry, **{k: v for k, v in flags.items() if v is not None}}
     for key in PATH_KEYS:
         if values.get(key) is not None:
             path = Path(str(values[key])).expanduser()
             values[key] = path if path.is_absolute() or base is None else base / path
-    s = preset.sampling
-    get = values.get
-    fps = _int(get("fps", s.fps), "fps", 1, 240)
+    got = _checked(values, preset)
     spec = JobSpec(
-        name="",
-        preset=preset.name,
-        out=out,
-        prompt=_text(get("prompt", ""), "prompt"),
-        frames=parse_length(str(get("len", DEFAULT_LENGTH)), fps),
-        length=str(get("len", DEFAULT_LENGTH)),
-        seed=_int(get("seed", DEFAULT_SEED), "seed", 0, 2**63 - 1),
-        steps=_int(get("steps", s.steps), "steps", 1, MAX_STEPS),
-        cfg=_float(get("cfg", s.cfg), "cfg", 0, 100),
-        guidance=_float(get("guidance", s.guidance), "guidance", 0, 1000),
-        guidance_rescale=_float(
-            get("guidance_rescale", s.guidance_rescale), "guidance_rescale", 0, 1
-        ),
-        window=_int(get("window", s.window), "window", 1, 64),
-        sampler=_choice(get("sampler", s.sampler), "sampler", tuple(ORDERS)),
-        padding=_choice(get("padding", "released"), "padding", PADDINGS),
-        solver=_choice(get("solver", s.solver), "solver", SOLVERS),
-        fps=fps,
-        crf=_int(get("crf", s.crf), "crf", 0, 51),
-        image=get("image"),
-        end_image=get("end_image"),
-        end_strength=_float(get("end_strength", 1.0), "end_strength", 0, 1),
-        resolution=_resolution(get("resolution"), preset),
-        negative_prompt=_text(get("negative_prompt", ""), "negative_prompt"),
-        prompt_blend=_int(get("prompt_blend", 0), "prompt_blend", 0, 100),
-        video=get("video"),
-        extend=tuple((k, _plain(values[k])) for k in EXTEND_KEYS if values.get(k) is not None),
+        name="", preset=preset.name, out=out, prompt=got["prompt"],
+        frames=parse_length(str(got["len"]), got["fps"]), length=str(got["len"]),
+        **{k: got[k] for k in _SPEC_KEYS},
+        resolution=_resolution(got["resolution"], preset),
+        extend=ExtendSpec(**{k: got[k] for k in EXTEND_KEYS}),
         weights_identity=weights_identity,
     )  # fmt: skip
     parse_prompt(spec.prompt)
     _check_files(spec)
-    name = str(get("name") or _default_name(spec))
+    name = str(got["name"] or _default_name(spec))
     return dataclasses.replace(spec, name=_safe_name(name))
 
 
-def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Path) else value
+#: Fields that go into the JobSpec as they are checked.
+_SPEC_KEYS = (
+    "seed", "steps", "cfg", "guidance", "guidance_rescale", "window", "sampler", "padding",
+    "solver", "fps", "crf", "image", "end_image", "end_strength", "negative_prompt",
+    "prompt_blend", "video",
+)  # fmt: skip
+
+
+def _checked(values: dict[str, Any], preset: Preset) -> dict[str, Any]:
+    """Every field's value (given, else its default), checked."""
+    sampling = preset.sampling
+    got = {}
+    for f in FIELDS:
+        value = values.get(f.name)
+        got[f.name] = f.check(f.default_for(sampling) if value is None else value)
+    return got
 
 
 def _default_name(spec: JobSpec) -> str:
@@ -179,44 +153,6 @@ def _safe_name(name: str) -> str:
     if not name or name in (".", "..") or any(c in bad for c in name):
         raise UsageError(f"job name '{name}' cannot be a file name; use letters, digits, - and _")
     return name
-
-
-def _text(value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        raise UsageError(f"{key} must be text, got {value!r}")
-    return value
-
-
-def _int(value: Any, key: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise UsageError(f"--{key.replace('_', '-')} must be a whole number, got {value!r}")
-    try:
-        n = int(value)
-    except ValueError:
-        raise UsageError(
-            f"--{key.replace('_', '-')} must be a whole number, got {value!r}"
-        ) from None
-    if not low <= n <= high:
-        raise UsageError(f"--{key.replace('_', '-')} must be between {low} and {high}, got {n}")
-    return n
-
-
-def _float(value: Any, key: str, low: float, high: float) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"--{key.replace('_', '-')} must be a number, got {value!r}") from None
-    if not low <= x <= high:
-        raise UsageError(
-            f"--{key.replace('_', '-')} must be between {low:g} and {high:g}, got {x:g}"
-        )
-    return x
-
-
-def _choice(value: Any, key: str, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise UsageError(f"unknown {key} '{value}' (valid: {', '.join(valid)})")
-    return value
 
 
 def _resolution(value: Any, preset: Preset) -> Resolution | None:
@@ -240,15 +176,12 @@ def _check_files(spec: JobSpec) -> None:
         open_image(spec.end_image, "--end-image")
         if spec.sampler != "inverted":
             raise UsageError("--end-image needs --sampler inverted (the end is generated first)")
-    extend = dict(spec.extend)
-    if extend.get("anchor_image") is not None:
-        open_image(Path(extend["anchor_image"]), "--anchor-image")
+    if spec.extend.anchor_image is not None:
+        open_image(spec.extend.anchor_image, "--anchor-image")
     if spec.video is not None:
         from fpk.media.clips import probe
 
         probe(spec.video)
-        if extend.get("context_frames") is not None:
-            _int(extend["context_frames"], "context_frames", 1, 10**7)
 
 
 # --- manifests ---------------------------------------------------------------------------

@@ -14,9 +14,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from fpk.config import SOLVERS
 from fpk.errors import UsageError
 
-SOLVERS = ("unipc", "euler")
+__all__ = ["SOLVERS", "Cancelled", "make_scheduler", "sample"]
 
 
 class Cancelled(Exception):
