@@ -213,13 +213,12 @@ def _job_options(command: str):
 
 
 def _job_parameter(field) -> inspect.Parameter:
-    kind = field.kind if field.kind is not str or not field.choices else str
     option = typer.Option(*(field.flag or field.option).split(" "), help=field.describe())
     return inspect.Parameter(
         field.name,
         inspect.Parameter.POSITIONAL_OR_KEYWORD,
         default=None,
-        annotation=Annotated[kind | None, option],
+        annotation=Annotated[field.kind | None, option],
     )
 
 

@@ -124,12 +124,10 @@ def resolve_job(
     return dataclasses.replace(spec, name=_safe_name(name))
 
 
-#: Fields that go into the JobSpec as they are checked.
-_SPEC_KEYS = (
-    "seed", "steps", "cfg", "guidance", "guidance_rescale", "window", "sampler", "padding",
-    "solver", "fps", "crf", "image", "end_image", "end_strength", "negative_prompt",
-    "prompt_blend", "video",
-)  # fmt: skip
+#: Fields that go into the JobSpec as they are checked (the rest are derived from or wrapped).
+_SPEC_KEYS = tuple(
+    f.name for f in FIELDS if not f.extend and f.name not in ("prompt", "len", "resolution", "name")
+)
 
 
 def _checked(values: dict[str, Any], preset: Preset) -> dict[str, Any]:
