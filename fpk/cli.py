@@ -6,15 +6,19 @@ its exit code; nothing here computes anything the library does not.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
 import sys
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from fpk.config import TRAIN_SEED
 from fpk.errors import FpkError, UsageError
 
 app = typer.Typer(
@@ -189,23 +193,50 @@ def check_weights(
     typer.echo(f"layout in use: {report['layout']}; new projection keys: {len(comps.new_keys)}")
 
 
+@dataclass(frozen=True)
+class RunArgs:
+    """How and where a job-running command runs (generate, extend): not job fields."""
+
+    manifest: ManifestOpt = None
+    preset: PresetOpt = "tiny"
+    weights: WeightsOpt = None
+    out: OutOpt = Path("out")
+    device: DeviceOpt = None
+    dtype: DtypeOpt = None
+    overwrite: OverwriteOpt = False
+    quiet: QuietOpt = False
+    as_json: EventsJsonOpt = False
+
+
+def _run_parameters() -> list[inspect.Parameter]:
+    hints = typing.get_type_hints(RunArgs, include_extras=True)
+    return [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                          annotation=hints[f.name])
+        for f in dataclasses.fields(RunArgs)
+    ]  # fmt: skip
+
+
 def _job_options(command: str):
     """One option per job field of `command`, generated from fpk.run.options (the table that
-    also gives the manifest keys and their checks); the command gets them as `job`."""
+    also gives the manifest keys and their checks), then the command's own parameters, then
+    RunArgs' options; the command gets `(job, run, **own)`."""
 
     def wrap(fn):
         from fpk.run.options import for_command
 
         fields = for_command(command)
-        own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
-        params = [_job_parameter(f) for f in fields] + own
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())[2:]
+        runs = _run_parameters()
+        params = [_job_parameter(f) for f in fields] + own + runs
 
         @functools.wraps(fn)
         def command_fn(**kwargs):
             job = {f.name: kwargs.pop(f.name) for f in fields}
-            return fn(job, **kwargs)
+            run = RunArgs(**{p.name: kwargs.pop(p.name) for p in runs})
+            return fn(job, run, **kwargs)
 
-        command_fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command_fn.__signature__ = inspect.Signature(params)
         command_fn.__annotations__ = {p.name: p.annotation for p in params}
         return command_fn
 
@@ -224,23 +255,12 @@ def _job_parameter(field) -> inspect.Parameter:
 
 @app.command()
 @_job_options("generate")
-def generate(
-    job: dict,
-    manifest: ManifestOpt = None,
-    preset: PresetOpt = "tiny",
-    weights: WeightsOpt = None,
-    out: OutOpt = Path("out"),
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    as_json: EventsJsonOpt = False,
-) -> None:
+def generate(job: dict, run: RunArgs) -> None:
     """Generate a video from an image (or from text alone), one job or a manifest of many."""
-    _run_jobs(job, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json)
+    _run_jobs(job, run)
 
 
-def _run_jobs(flags, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json):
+def _run_jobs(flags: dict, run: RunArgs) -> None:
     """Shared by generate and extend: plan, run with progress, summary, exit code."""
     from fpk.config import load_preset
     from fpk.run import batch
@@ -248,14 +268,16 @@ def _run_jobs(flags, manifest, preset, weights, out, device, dtype, overwrite, q
     from fpk.sampling.solvers import Cancelled
 
     _quiet_libraries()
-    p = load_preset(preset)
+    p = load_preset(run.preset)
+    manifest = run.manifest
     entries = read_manifest(manifest) if manifest else [{}]
     stop = _StopFlag()
-    with _sink(quiet, as_json) as sink, stop:
+    with _sink(run.quiet, run.as_json) as sink, stop:
         try:
             outcomes = batch.generate(
-                p, entries, flags, out, manifest=manifest, weights_dir=weights, device=device,
-                dtype=dtype, sink=sink, should_stop=stop, overwrite=overwrite,
+                p, entries, flags, run.out, manifest=manifest, weights_dir=run.weights,
+                device=run.device, dtype=run.dtype, sink=sink, should_stop=stop,
+                overwrite=run.overwrite,
             )  # fmt: skip
         except Cancelled:
             typer.echo(
@@ -265,7 +287,7 @@ def _run_jobs(flags, manifest, preset, weights, out, device, dtype, overwrite, q
             )
             raise typer.Exit(130) from None
     failed = [o for o in outcomes if o.status == "failed"]
-    if as_json:
+    if run.as_json:
         for o in outcomes:
             typer.echo(json.dumps({"event": "Outcome", **o.__dict__}))
     elif len(outcomes) > 1 or (failed and manifest):
@@ -346,24 +368,15 @@ class _sink:
 @_job_options("extend")
 def extend(
     job: dict,
+    run: RunArgs,
     video: Annotated[
         Path | None, typer.Argument(help="Clip to continue (omit with --manifest).")
     ] = None,
-    manifest: ManifestOpt = None,
-    preset: PresetOpt = "tiny",
-    weights: WeightsOpt = None,
-    out: OutOpt = Path("out"),
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    as_json: EventsJsonOpt = False,
 ) -> None:
     """Continue an existing clip forward (or backward with --reverse)."""
-    if video is None and manifest is None:
+    if video is None and run.manifest is None:
         raise UsageError("give the clip to extend (fpk extend CLIP.mp4) or --manifest")
-    job = {**job, "video": video}
-    _run_jobs(job, manifest, preset, weights, out, device, dtype, overwrite, quiet, as_json)
+    _run_jobs({**job, "video": video}, run)
 
 
 @app.command()
@@ -404,79 +417,86 @@ def benchmark(
     print_benchmark(report, out)
 
 
-@app.command()
+# `fpk train`'s own options.
+ComponentOpt = Annotated[str, typer.Option("--component", help="transformer or vae.")]
+StepsOpt = Annotated[int, typer.Option("--steps", help="Total optimiser steps.")]
+BatchOpt = Annotated[int, typer.Option("--batch", help="Sections per step.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")]
+ScenesOpt = Annotated[
+    int, typer.Option("--scenes", help="World videos to train on (seeds 0..N-1).")
+]
+CheckpointEveryOpt = Annotated[
+    int, typer.Option("--checkpoint-every", help="Save a checkpoint every N steps.")
+]
+SampleEveryOpt = Annotated[
+    int, typer.Option("--sample-every", help="Write a sample every N steps (0: never).")
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")]
+DecoderOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--decoder-only", help="VAE: train the decoder only (the latents stay as they are)."
+    ),
+]
+InflateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--inflate",
+        help="VAE: first make its causal convolutions frame-wise (taps summed into the last).",
+    ),
+]
+FirstShareOpt = Annotated[
+    float,
+    typer.Option(
+        "--first-share",
+        help="Transformer: share of sections drawn as the inverted order's first (the end "
+        "of the video from the start image alone: the goal is only in the prompt).",
+    ),
+]
+TrainWeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", help="Components folder (default: the preset's embedded one)."),
+]
+RunDirOpt = Annotated[Path, typer.Option("--run", help="Folder for checkpoints, log and samples.")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads (0: torch's).")]
+TrainSeedOpt = Annotated[int, typer.Option("--seed", help="Random seed of the run.")]
+
+
+@app.command("train")
 def train(
     preset: PresetOpt = "tiny",
-    component: Annotated[
-        str, typer.Option("--component", help="transformer or vae.")
-    ] = "transformer",
-    steps: Annotated[int, typer.Option("--steps", help="Total optimiser steps.")] = 1000,
-    batch: Annotated[int, typer.Option("--batch", help="Sections per step.")] = 8,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 5e-4,
-    scenes: Annotated[
-        int, typer.Option("--scenes", help="World videos to train on (seeds 0..N-1).")
-    ] = 400,
-    checkpoint_every: Annotated[
-        int, typer.Option("--checkpoint-every", help="Save a checkpoint every N steps.")
-    ] = 500,
-    sample_every: Annotated[
-        int, typer.Option("--sample-every", help="Write a sample every N steps (0: never).")
-    ] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")] = False,
-    decoder_only: Annotated[
-        bool,
-        typer.Option(
-            "--decoder-only",
-            help="VAE: train the decoder only (the latents stay as they are).",
-        ),
-    ] = False,
-    inflate: Annotated[
-        bool,
-        typer.Option(
-            "--inflate",
-            help="VAE: first make its causal convolutions frame-wise (taps summed into the last).",
-        ),
-    ] = False,
-    first_share: Annotated[
-        float,
-        typer.Option(
-            "--first-share",
-            help="Transformer: share of sections drawn as the inverted order's first (the end "
-            "of the video from the start image alone: the goal is only in the prompt).",
-        ),
-    ] = 0.0,
-    weights: Annotated[
-        Path | None,
-        typer.Option("--weights", help="Components folder (default: the preset's embedded one)."),
-    ] = None,
-    run_dir: Annotated[
-        Path, typer.Option("--run", help="Folder for checkpoints, log and samples.")
-    ] = Path("training"),
-    threads: Annotated[int, typer.Option("--threads", help="CPU threads (0: torch's).")] = 0,
-    seed: SeedOpt = None,
+    component: ComponentOpt = "transformer",
+    steps: StepsOpt = 1000,
+    batch: BatchOpt = 8,
+    lr: LrOpt = 5e-4,
+    scenes: ScenesOpt = 400,
+    checkpoint_every: CheckpointEveryOpt = 500,
+    sample_every: SampleEveryOpt = 0,
+    resume: ResumeOpt = False,
+    decoder_only: DecoderOnlyOpt = False,
+    inflate: InflateOpt = False,
+    first_share: FirstShareOpt = 0.0,
+    weights: TrainWeightsOpt = None,
+    run_dir: RunDirOpt = Path("training"),
+    threads: ThreadsOpt = 0,
+    seed: TrainSeedOpt = TRAIN_SEED,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a preset's transformer (or VAE) on fpk's synthetic world."""
     from fpk.config import load_preset
     from fpk.model.loading import EMBEDDED_DIR
+    from fpk.render import TrainRenderer
     from fpk.train import training as tr
 
     _quiet_libraries()
     p = load_preset(preset)
-    if steps < 1 or batch < 1 or scenes < 1:
-        raise UsageError("--steps, --batch and --scenes must be at least 1")
-    if not 0 <= first_share <= 1:
-        raise UsageError(f"--first-share {first_share}: give a share between 0 and 1")
     cfg = tr.TrainConfig(
         component=component, steps=steps, batch=batch, lr=lr, scenes=scenes,
-        checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed or 0,
+        checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed,
         threads=threads, decoder_only=decoder_only, inflate=inflate, first_share=first_share,
     )  # fmt: skip
     folder = weights or EMBEDDED_DIR / p.name
-    stop = _StopFlag()
-    from fpk.render import TrainRenderer
-
-    with stop, TrainRenderer(quiet, steps) as sink:
+    with _StopFlag() as stop, TrainRenderer(quiet, steps) as sink:
         ckpt = tr.train(p, folder, run_dir / p.name, cfg, resume, sink, stop)
     typer.echo(f"checkpoint {ckpt}; weights in {folder}")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fpk.errors import ConfigError, UsageError
-from fpk.model.packing import LatentGrid, Level, Schedule, validate_schedule
+from fpk.model.packing import FillMode, LatentGrid, Level, Schedule, validate_schedule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -203,6 +203,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
         item = args[0]
         return tuple(_coerce(item, v, where) for v in value)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            _bad(where, "one of " + ", ".join(map(repr, choices)), value)
+        return value
     if hint is Resolution:
         return parse_resolution(value) if isinstance(value, str) else _bad(where, "a string", value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
@@ -232,7 +237,7 @@ class _ScheduleToml:
     levels: tuple[dict, ...]
     ratio: float = 2.0
     tail: str = "delete"
-    fill: str = "none"
+    fill: FillMode = "none"
     independent: bool = True
     description: str = ""
 
@@ -247,7 +252,7 @@ def schedule_from_table(name: str, table: Any, where: str) -> Schedule:
         name=name,
         levels=levels,
         tail=raw.tail,
-        fill=raw.fill,  # type: ignore[arg-type]
+        fill=raw.fill,
         ratio=raw.ratio,
         independent=raw.independent,
         description=raw.description,

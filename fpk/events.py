@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class Event:
+    """One thing that happened to job `job` (its name); `as_dict` is the `--json` line."""
+
     job: str
 
     def as_dict(self) -> dict:
@@ -17,6 +19,8 @@ class Event:
 
 @dataclass(frozen=True)
 class JobStarted(Event):
+    """A job begins: its place in the batch, pixel frames, sections, steps per section."""
+
     index: int  # 1-based place in the batch
     total: int
     frames: int
@@ -27,9 +31,17 @@ class JobStarted(Event):
 
 
 @dataclass(frozen=True)
-class SectionStarted(Event):
+class SectionEvent(Event):
+    """Something of one section: its place in the sampling order and on the timeline."""
+
     order: int  # place in the sampling order, 0 = first generated
     section: int  # place on the timeline, 0 = right after the start frame
+
+
+@dataclass(frozen=True)
+class SectionStarted(SectionEvent):
+    """A section starts sampling, with the packed context it sees (tokens per group)."""
+
     sections: int
     positions: tuple[int, int]  # model (RoPE) positions of the target, first and last
     context: tuple[tuple[str, int], ...]  # (kernel, tokens) per packed group, anchor last
@@ -38,46 +50,62 @@ class SectionStarted(Event):
 
 
 @dataclass(frozen=True)
-class StepDone(Event):
-    order: int
+class StepDone(SectionEvent):
+    """One denoising step of the section finished."""
+
     step: int
     steps: int
 
 
 @dataclass(frozen=True)
-class SectionDone(Event):
-    order: int
-    section: int
+class SectionDone(SectionEvent):
+    """A section is sampled (or `resumed` from the job's store); its wall seconds."""
+
     seconds: float
     resumed: bool = False
 
 
 @dataclass(frozen=True)
 class FramesWritten(Event):
+    """Pixel frames decoded and written so far, of `total`."""
+
     frames: int
     total: int
 
 
 @dataclass(frozen=True)
-class JobDone(Event):
+class OutputEvent(Event):
+    """Something of a job's final output file."""
+
     path: str
+
+
+@dataclass(frozen=True)
+class JobDone(OutputEvent):
+    """The video is at its final path; frames and wall seconds of the whole job."""
+
     frames: int
     seconds: float
 
 
 @dataclass(frozen=True)
-class JobSkipped(Event):
-    path: str
+class JobSkipped(OutputEvent):
+    """The job did not run: its output exists (`reason` says why it counts as done)."""
+
     reason: str
 
 
 @dataclass(frozen=True)
 class JobFailed(Event):
+    """The job failed with the one-line `error`; the batch goes on."""
+
     error: str
 
 
 @dataclass(frozen=True)
 class Message(Event):
+    """A line for the user that is not progress (a warning, a note)."""
+
     text: str
 
 
@@ -86,3 +114,17 @@ EventSink = Callable[[Event], None]
 
 def ignore(_: Event) -> None:
     """The sink of a caller that wants no progress."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running job reports: the sink, the stop check (Ctrl-C) and its place in the
+    batch (1-based `index` of `total`)."""
+
+    sink: EventSink = ignore
+    should_stop: Callable[[], bool] | None = None
+    index: int = 1
+    total: int = 1
+
+
+SILENT = Progress()  # a job run with no one watching

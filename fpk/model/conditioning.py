@@ -9,6 +9,8 @@ tokens cropped, at most 256 prompt tokens with a mask; plus CLIP-L's pooled outp
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,10 +33,11 @@ class PromptEmbeds:
         if len(parts) == 1:
             return parts[0][0]
         length = max(p.embeds.shape[1] for p, _ in parts)
-        embeds = sum(w * _pad_tokens(p.embeds, length) for p, w in parts)
+        padded = [w * _pad_tokens(p.embeds, length) for p, w in parts]
+        embeds = functools.reduce(operator.add, padded)
         mask = torch.stack([_pad_tokens(p.mask[..., None], length)[..., 0] for p, _ in parts])
-        pooled = sum(w * p.pooled for p, w in parts)
-        return PromptEmbeds(embeds, mask.any(0), pooled)  # type: ignore[arg-type]
+        pooled = functools.reduce(operator.add, [w * p.pooled for p, w in parts])
+        return PromptEmbeds(embeds, mask.any(0), pooled)
 
     @staticmethod
     def batch(prompts: list[PromptEmbeds]) -> PromptEmbeds:

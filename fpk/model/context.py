@@ -106,8 +106,10 @@ def _frame_reader(
             else:
                 out.append(latents[p])
         if not out:  # a level held only by zero frames
-            like = next(iter(latents.values())) if latents else end_latent
-            return like.new_zeros(like.shape[0], 0, *like.shape[1:])  # type: ignore[union-attr]
+            like = next(iter(latents.values()), end_latent)
+            if like is None:
+                raise ValueError("an empty context level needs a known latent for its shape")
+            return like.new_zeros(like.shape[0], 0, *like.shape[1:])
         return torch.stack(out, dim=1)  # (C, F, H, W)
 
     return read

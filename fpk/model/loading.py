@@ -21,7 +21,7 @@ import torch
 
 from fpk.config import Preset, get_schedule, schedules
 from fpk.errors import UsageError, WeightsError
-from fpk.model.packing import Kernel, Schedule
+from fpk.model.packing import Kernel, Schedule, as_kernel
 from fpk.model.transformer import (
     FramePackTransformer,
     inflate_projection,
@@ -261,8 +261,8 @@ def load_transformer(
 def _ckpt_kernels(state: dict[str, torch.Tensor]) -> list[Kernel]:
     """Kernels of the history projections in a checkpoint, read from the conv weight shapes."""
     return [
-        tuple(v.shape[2:])
-        for k, v in state.items()  # type: ignore[misc]
+        as_kernel(v.shape[2:])
+        for k, v in state.items()
         if k.startswith("clean_x_embedder.") and k.endswith(".weight") and v.dim() == 5
     ]
 
@@ -333,7 +333,7 @@ def _init_new_projections(
 
 
 def _kernels_in(embedder: torch.nn.Module) -> list[Kernel]:
-    return [tuple(m.kernel_size) for m in embedder.children()]  # type: ignore[misc]
+    return [as_kernel(m.kernel_size) for m in embedder.children() if isinstance(m, torch.nn.Conv3d)]
 
 
 # --- everything --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ positions on the video's timeline (latent frames), which the transformer turns i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -24,6 +25,13 @@ TailMode = Literal["delete", "append", "pool"]
 TAIL_MODES: tuple[str, ...] = ("delete", "append", "pool")
 FillMode = Literal["none", "zeros"]
 FILL_MODES: tuple[str, ...] = ("none", "zeros")
+
+
+def as_kernel(values: Sequence[int]) -> Kernel:
+    """A (t, h, w) kernel from three integers (a weight's shape, a conv's kernel_size)."""
+    t, h, w = (int(v) for v in values)
+    return t, h, w
+
 
 #: The patchify kernel of the predicted frames (HunyuanVideo: patch_size_t=1, patch_size=2).
 BASE_KERNEL: Kernel = (1, 2, 2)

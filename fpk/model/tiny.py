@@ -9,9 +9,10 @@ real 13B components.
 from __future__ import annotations
 
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
@@ -111,7 +112,7 @@ def build_vae(spec: VaeSpec, sizes: TinySizes = TinySizes()):
 
 def build_components(
     preset: Preset, words: Iterable[str], sizes: TinySizes = TinySizes(), seed: int = 0
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Random tiny components of the real classes, shaped to fit `preset`'s transformer.
 
     Built in a fixed order after seeding (the dict's), so a seed gives the same weights."""
@@ -251,18 +252,24 @@ def inflate_causal(vae) -> None:
                 w[:, :, -1] = total
 
 
+class Saveable(Protocol):
+    """A model, tokenizer or processor: anything diffusers/transformers can save."""
+
+    def save_pretrained(self, save_directory: Path, **kwargs: Any) -> Any: ...
+
+
 def save_components(
-    components: dict[str, object], folder: Path, max_shard_size: str | None = None
+    components: Mapping[str, Saveable], folder: Path, max_shard_size: str | None = None
 ) -> Path:
     """Save in the diffusers FramePack layout (`transformer/`, `vae/`, ...), safetensors only."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, part in components.items():
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if isinstance(part, torch.nn.Module):
             kwargs["safe_serialization"] = True
             if max_shard_size and name == "transformer":
                 kwargs["max_shard_size"] = max_shard_size
-        part.save_pretrained(folder / name, **kwargs)  # type: ignore[attr-defined]
+        part.save_pretrained(folder / name, **kwargs)
     return folder
 
 

@@ -31,7 +31,7 @@ from diffusers.models.transformers.transformer_hunyuan_video import (
 from torch import nn
 
 from fpk.config import Architecture
-from fpk.model.packing import Kernel, PackPlan, Schedule
+from fpk.model.packing import Kernel, PackPlan, Schedule, as_kernel
 
 #: Projection names of the released checkpoints, by kernel.
 RELEASED_PROJECTIONS: dict[Kernel, str] = {
@@ -45,8 +45,8 @@ GroupMode = Literal["frames", "pool", "append"]
 
 def projection_name(kernel: Sequence[int]) -> str:
     """'proj', 'proj_2x', 'proj_4x' for the released kernels, else e.g. 'proj_1x4x2'."""
-    kernel = tuple(int(k) for k in kernel)
-    return RELEASED_PROJECTIONS.get(kernel, "proj_" + "x".join(map(str, kernel)))  # type: ignore[arg-type]
+    kt, kh, kw = key = as_kernel(kernel)
+    return RELEASED_PROJECTIONS.get(key, f"proj_{kt}x{kh}x{kw}")
 
 
 @dataclass
@@ -114,9 +114,9 @@ class HistoryEmbedder(nn.Module):
         independent: bool = True,
     ) -> None:
         super().__init__()
-        self.patch = tuple(patch)
+        self.patch = as_kernel(patch)
         self.independent = independent
-        wanted = dict.fromkeys(map(tuple, kernels)) if independent else [self.patch]
+        wanted = dict.fromkeys(map(as_kernel, kernels)) if independent else [self.patch]
         for kernel in wanted:
             conv = nn.Conv3d(in_channels, inner_dim, kernel_size=kernel, stride=kernel)
             self.add_module(projection_name(kernel), conv)
@@ -191,7 +191,7 @@ class PackedRope(nn.Module):
         t = self._axis(0, positions, t_block)
         h = self._axis(1, rows, max(1, kh // self.patch))
         w = self._axis(2, cols, max(1, kw // self.patch))
-        return tuple(_outer3(t[i], h[i], w[i]) for i in range(2))  # type: ignore[return-value]
+        return _outer3(t[0], h[0], w[0]), _outer3(t[1], h[1], w[1])
 
 
 def _outer3(t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -301,7 +301,7 @@ class FramePackTransformer(ModelMixin, ConfigMixin):
         patch: Kernel = (patch_size_t, patch_size, patch_size)
         self.x_embedder = HunyuanVideoPatchEmbed(patch, in_channels, inner)
         self.clean_x_embedder = HistoryEmbedder(
-            in_channels, inner, [tuple(k) for k in history_kernels], patch, history_independent
+            in_channels, inner, [as_kernel(k) for k in history_kernels], patch, history_independent
         )
         self.context_embedder = HunyuanVideoTokenRefiner(
             text_embed_dim, num_attention_heads, attention_head_dim, num_layers=num_refiner_layers

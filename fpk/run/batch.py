@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fpk import events as ev
 from fpk.config import Preset
 from fpk.errors import FpkError
 from fpk.media.video import check_writable
-from fpk.run.jobs import Planned, is_done
+from fpk.run.jobs import JobSpec, Planned, is_done
+
+if TYPE_CHECKING:
+    from fpk.run.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def run_batch(
     for i, job in enumerate(todo, 1):
         t0 = time.perf_counter()
         try:
-            path = run_one(runtime, job, sink, should_stop, i, len(todo))
+            path = run_one(runtime, job, ev.Progress(sink, should_stop, i, len(todo)))
             outcomes.append(Outcome(job.name, "done", str(path), time.perf_counter() - t0))
         except FpkError as err:
             outcomes.append(_failed(job.name, str(err), t0, sink, err.exit_code))
@@ -124,12 +127,12 @@ def load_runtime(preset: Preset, weights_dir: Path | None, device: str | None, d
     return Runtime(preset, comps, dev, dt)
 
 
-def run_any(runtime, job, sink, should_stop, index, total) -> Path:
+def run_any(runtime: Runtime, job: JobSpec, progress: ev.Progress) -> Path:
     """Generate, or extend where the job names a clip."""
     if job.video is not None:
         from fpk.run.extend import run_extend
 
-        return run_extend(runtime, job, sink, should_stop, index, total)
+        return run_extend(runtime, job, progress)
     from fpk.run.pipeline import run_job
 
-    return run_job(runtime, job, sink, should_stop, index, total)
+    return run_job(runtime, job, progress)

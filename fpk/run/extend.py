@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 
 from fpk import events as ev
 from fpk.config import Resolution
+from fpk.errors import UsageError
 from fpk.media import decoding, images
 from fpk.media.clips import ClipInfo, probe, read_frames
 from fpk.media.decoding import crossfade
@@ -46,17 +46,13 @@ def context_pixel_frames(requested: int | None, available: int, capacity: int, t
     return 1 + (usable - 1) // t * t
 
 
-def run_extend(
-    rt: Runtime,
-    job: JobSpec,
-    sink: ev.EventSink = ev.ignore,
-    should_stop: Callable[[], bool] | None = None,
-    index: int = 1,
-    total: int = 1,
-) -> Path:
+def run_extend(rt: Runtime, job: JobSpec, progress: ev.Progress = ev.SILENT) -> Path:
+    """Continue `job.video` (forward, or backward with reverse); returns the mp4 path."""
     t0 = time.perf_counter()
     opts = job.extend
-    clip = probe(job.video)  # type: ignore[arg-type]
+    if job.video is None:
+        raise UsageError("fpk extend needs a clip to continue (the job has no 'video')")
+    clip = probe(job.video)
     size = job.resolution or images.nearest_bucket(
         clip.width, clip.height, rt.preset.sampling.resolution, rt.preset.resolution_multiple
     )
@@ -81,7 +77,7 @@ def run_extend(
     else:
         plan = offset(plan_sections("forward", sgrid.sections, job.window, job.padding), k)
         source = {1 + i: known[:, i] for i in range(k)}
-    s = sample_job(rt, job, sink, should_stop, index, total, source, plan, conds, size)
+    s = sample_job(rt, job, progress, source, plan, conds, size)
     keep = opts.keep_source is not False  # kept unless --no-keep-source
     reencode = bool(opts.reencode_source)
     writer = VideoWriter(
@@ -102,13 +98,12 @@ def run_extend(
                    {"source_frames": source_frames, "new_frames": job.frames,
                     "frames": writer.frames, "context_frames": n})  # fmt: skip
     s.store.remove()
-    sink(ev.JobDone(job.name, str(job.output), writer.frames, round(time.perf_counter() - t0, 3)))
+    seconds = round(time.perf_counter() - t0, 3)
+    progress.sink(ev.JobDone(job.name, str(job.output), writer.frames, seconds))
     return job.output
 
 
 def raise_no_frames(clip: ClipInfo) -> None:
-    from fpk.errors import UsageError
-
     raise UsageError(f"clip {clip.path}: holds no decodable frame")
 
 

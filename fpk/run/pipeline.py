@@ -78,9 +78,10 @@ def job_size(rt: Runtime, job: JobSpec) -> Resolution:
 # --- 1. conditions -----------------------------------------------------------------------
 
 
-def image_conditions(rt: Runtime, job: JobSpec, size: Resolution) -> Conditions:
+def image_conditions(rt: Runtime, job: JobSpec, image: Path, size: Resolution) -> Conditions:
+    """The start image's latent and SigLIP features (blended with the end image's, if any)."""
     comps = rt.components
-    pixels = images.fit_image(images.open_image(job.image), size)  # type: ignore[arg-type]
+    pixels = images.fit_image(images.open_image(image), size)
     anchor = cond.encode_latents(comps.vae, cond.to_tensor(pixels)[:, None])[:, 0]
     embeds = cond.image_embeds(comps, pixels, rt.device, rt.dtype)
     end = None
@@ -164,10 +165,7 @@ class Sampled:
 def sample_job(
     rt: Runtime,
     job: JobSpec,
-    sink: ev.EventSink = ev.ignore,
-    should_stop: Callable[[], bool] | None = None,
-    index: int = 1,
-    total: int = 1,
+    progress: ev.Progress = ev.SILENT,
     source: dict[int, torch.Tensor] | None = None,
     plan: tuple[SectionStep, ...] | None = None,
     conds: Conditions | None = None,
@@ -184,8 +182,9 @@ def sample_job(
     plan = plan or plan_sections(job.sampler, sgrid.sections, job.window, job.padding)
     store = job_store(job)
     done = _keys([s for s in plan if store.path(_key(s)).is_file()])
-    sink(ev.JobStarted(job.name, index, total, job.frames, sgrid.sections, job.steps,
-                       job.sampler, len(done)))  # fmt: skip
+    sink = progress.sink
+    sink(ev.JobStarted(job.name, progress.index, progress.total, job.frames, sgrid.sections,
+                       job.steps, job.sampler, len(done)))  # fmt: skip
     conds = conds or _conditions(rt, job, grid, size, store)
     prompts = prompts_per_section(rt, job, sgrid)
     negative = rt.prompt(job.negative_prompt) if job.cfg > 1 else None
@@ -201,10 +200,10 @@ def sample_job(
             call = _section_call(rt, job, step, grid, latents, conds, prompts, negative)
             sink(_section_event(rt, job, step, call, grid, sgrid.sections))
 
-            def on_step(i: int, n: int, order: int = step.order) -> None:
-                sink(ev.StepDone(job.name, order, i, n))
+            def on_step(i: int, n: int, step: SectionStep = step) -> None:
+                sink(ev.StepDone(job.name, step.order, step.section, i, n))
 
-            out = denoise(rt, job, call, noise, on_step, should_stop)[0]
+            out = denoise(rt, job, call, noise, on_step, progress.should_stop)[0]
             out = out.float().cpu()
             store.save(_key(step), out)
         latents.update({p: out[:, i] for i, p in enumerate(step.target)})
@@ -213,21 +212,14 @@ def sample_job(
     return Sampled(latents, size, sgrid, timings, store)
 
 
-def run_job(
-    rt: Runtime,
-    job: JobSpec,
-    sink: ev.EventSink = ev.ignore,
-    should_stop: Callable[[], bool] | None = None,
-    index: int = 1,
-    total: int = 1,
-) -> Path:
+def run_job(rt: Runtime, job: JobSpec, progress: ev.Progress = ev.SILENT) -> Path:
     """Generate `job`'s video; returns the mp4 path. Raises Cancelled when stopped."""
     t0 = time.perf_counter()
-    s = sample_job(rt, job, sink, should_stop, index, total)
-    path = write_video(rt, job, s.latents, s.grid, sink)
+    s = sample_job(rt, job, progress)
+    path = write_video(rt, job, s.latents, s.grid, progress.sink)
     write_sidecar(rt, job, s.size, s.grid, s.timings, time.perf_counter() - t0)
     s.store.remove()
-    sink(ev.JobDone(job.name, str(path), job.frames, round(time.perf_counter() - t0, 3)))
+    progress.sink(ev.JobDone(job.name, str(path), job.frames, round(time.perf_counter() - t0, 3)))
     return path
 
 
@@ -244,7 +236,7 @@ def _conditions(
 ) -> Conditions:
     """Image conditions, or text-to-video's sampled start frame (kept for resumption)."""
     if job.image is not None:
-        return image_conditions(rt, job, size)
+        return image_conditions(rt, job, job.image, size)
     saved = store.load("start")
     if saved is None:
         conds = text_conditions(rt, job, grid, size)

@@ -67,10 +67,8 @@ class Scene:
         """Top-left corner of the object at pixel frame `frame`."""
         if self.goal == STAY:
             return self.start
-        return tuple(  # type: ignore[return-value]
-            _approach(s, g, SPEED * frame)
-            for s, g in zip(self.start, CORNERS[self.goal], strict=True)
-        )
+        (sx, sy), (gx, gy) = self.start, CORNERS[self.goal]
+        return _approach(sx, gx, SPEED * frame), _approach(sy, gy, SPEED * frame)
 
     def centre(self, frame: int) -> tuple[float, float]:
         x, y = self.position(frame)

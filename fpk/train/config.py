@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fpk import events as ev
+from fpk.config import TRAIN_SEED
+from fpk.errors import UsageError
+
+TRAINABLE = ("vae", "transformer")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """A run's settings, checked when made (a bad one is a UsageError naming the flag)."""
+
     component: str = "transformer"
     steps: int = 1000
     batch: int = 8
@@ -19,11 +25,21 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 0
     scenes: int = 400
-    seed: int = 0
+    seed: int = TRAIN_SEED
     threads: int = 0
     decoder_only: bool = False  # VAE: keep the encoder (and so every latent) as it is
     inflate: bool = False  # VAE: start from fpk.model.tiny.inflate_causal of the loaded weights
     first_share: float = 0.0  # transformer: share of samples that are `sample_one(first=True)`
+
+    def __post_init__(self) -> None:
+        if self.component not in TRAINABLE:
+            raise UsageError(f"--component '{self.component}' (valid: {', '.join(TRAINABLE)})")
+        if (self.decoder_only or self.inflate) and self.component != "vae":
+            raise UsageError("--decoder-only and --inflate apply to --component vae")
+        if self.steps < 1 or self.batch < 1 or self.scenes < 1:
+            raise UsageError("--steps, --batch and --scenes must be at least 1")
+        if not 0 <= self.first_share <= 1:
+            raise UsageError(f"--first-share {self.first_share}: give a share between 0 and 1")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import torch
 
 from fpk import events as ev
 from fpk.config import Preset
-from fpk.errors import UsageError
 from fpk.model.tiny import ensure_components
 from fpk.synthetic import world
 from fpk.train.checkpoints import FINISHED, RESUME, load_checkpoint, resume_path, save_checkpoint
@@ -35,7 +34,6 @@ from fpk.train.sections import SectionTask, load
 from fpk.train.vae import VaeTask
 
 __all__ = ["TrainConfig", "TrainProgress", "train"]
-COMPONENTS = ("vae", "transformer")
 
 
 def train(
@@ -49,7 +47,6 @@ def train(
 ) -> Path:
     """Train `cfg.component` of `preset` in `weights` (created if missing); logs and
     checkpoints in `run`. Returns the finished run's checkpoint path."""
-    _check(cfg)
     task = _task(preset, weights, cfg)
     model = task.model.train()
     ema = Ema(model, cfg.ema)
@@ -83,13 +80,6 @@ def train(
     flush_log(log_path, log)
     plot_loss(log_path, folder / "loss.png")
     return folder / FINISHED
-
-
-def _check(cfg: TrainConfig) -> None:
-    if cfg.component not in COMPONENTS:
-        raise UsageError(f"--component '{cfg.component}' (valid: {', '.join(COMPONENTS)})")
-    if (cfg.decoder_only or cfg.inflate) and cfg.component != "vae":
-        raise UsageError("--decoder-only and --inflate apply to --component vae")
 
 
 def _task(preset: Preset, weights: Path, cfg: TrainConfig) -> VaeTask | SectionTask:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,13 @@ def test_manifest_keys_are_the_table():
     assert KEYS == tuple(f.name for f in FIELDS)
     with pytest.raises(Exception, match="unknown key 'speed'"):
         resolve_job(load_preset("tiny"), {"speed": 2}, {}, Path("out"))
+
+
+def test_the_readme_names_every_manifest_key_and_no_other():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("#### Manifests", 1)[1].split("```", 1)[0]
+    named = set(re.findall(r"`([a-z][a-z_]*)`", section))
+    assert named == set(KEYS), (set(KEYS) - named, named - set(KEYS))
 
 
 @pytest.mark.parametrize("key, bad", [("steps", 0), ("crf", 99), ("fps", 0), ("sampler", "x")])
