@@ -17,6 +17,13 @@ import numpy as np
 
 from fpk.errors import UsageError
 
+# libx264 is not bit-exact from run to run here: its assembly picks code paths by the memory
+# alignment of its buffers (the Cache64 routines), and its frame and slice threads change its
+# decisions too; the same frames gave different bytes, now and then different pixels. One
+# thread of plain C is the same every time and on every CPU, at about 4-8x the encoding time,
+# which is small beside sampling the sections (tests/media/test_determinism.py).
+X264_PARAMS = "asm=0:threads=1:sliced-threads=0:lookahead-threads=1"
+
 
 def check_writable(folder: Path) -> None:
     """Raise UsageError unless `folder` exists (or can be made) and accepts files."""
@@ -68,7 +75,7 @@ class VideoWriter:
         self._stream = self._container.add_stream("libx264", rate=Fraction(fps))
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf)}
+        self._stream.options = {"crf": str(crf), "x264-params": X264_PARAMS}
 
     def write(self, frames: np.ndarray) -> None:
         """Frames (F, H, W, 3) or (H, W, 3), uint8 RGB."""
