@@ -42,7 +42,14 @@ def check_writable(folder: Path) -> None:
 
 
 def partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial.mp4")
+    """Where this process writes `path` before renaming it into place (hidden, its own)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")
+
+
+def remove_partials(path: Path) -> None:
+    """Remove what any process left half-written of `path` (call holding the job's lock)."""
+    for stale in path.parent.glob(f".{path.name}.*.partial{path.suffix}"):
+        stale.unlink(missing_ok=True)
 
 
 class VideoWriter:

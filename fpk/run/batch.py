@@ -7,6 +7,7 @@ after the current denoising step and leaves the finished sections on disk for a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -20,6 +21,7 @@ from fpk.config import Preset
 from fpk.errors import FpkError
 from fpk.media.video import check_writable
 from fpk.run.jobs import JobSpec, Planned, is_done
+from fpk.run.locks import claim_each
 
 if TYPE_CHECKING:
     from fpk.run.runtime import Runtime
@@ -62,8 +64,7 @@ def run_batch(
             outcomes.append(Outcome(p.label, "failed", str(p.error), code=p.error.exit_code))
             sink(ev.JobFailed(p.label, str(p.error)))
         elif not overwrite and is_done(p.job):
-            outcomes.append(Outcome(p.label, "skipped", str(p.job.output)))
-            sink(ev.JobSkipped(p.label, str(p.job.output), "already done with these settings"))
+            outcomes.append(_skipped(p.label, p.job, "already done with these settings", sink))
         else:
             todo.append(p.job)
     if not todo:
@@ -71,16 +72,33 @@ def run_batch(
     for job in todo:
         check_writable(job.out)
     runtime = load_runtime()
-    for i, job in enumerate(todo, 1):
-        t0 = time.perf_counter()
-        try:
-            path = run_one(runtime, job, ev.Progress(sink, should_stop, i, len(todo)))
-            outcomes.append(Outcome(job.name, "done", str(path), time.perf_counter() - t0))
-        except FpkError as err:
-            outcomes.append(_failed(job.name, str(err), t0, sink, err.exit_code))
-        except (RuntimeError, OSError, ValueError) as err:  # e.g. out of memory: next job
-            outcomes.append(_failed(job.name, f"{type(err).__name__}: {err}", t0, sink))
+    claims = claim_each(todo, lambda job: job, should_stop)  # one process a job
+    with contextlib.closing(claims):
+        for i, job in claims:
+            if not overwrite and is_done(job):
+                outcomes.append(_skipped(job.name, job, "made by another fpk process", sink))
+                continue
+            outcomes.append(
+                _run_one(run_one, runtime, job, ev.Progress(sink, should_stop, i, len(todo)))
+            )
     return outcomes
+
+
+def _run_one(run_one: Callable[..., Path], runtime: Any, job: JobSpec, progress: ev.Progress):
+    """One job's outcome; a failure is reported and returned, not raised (the batch goes on)."""
+    t0 = time.perf_counter()
+    try:
+        path = run_one(runtime, job, progress)
+    except FpkError as err:
+        return _failed(job.name, str(err), t0, progress.sink, err.exit_code)
+    except (RuntimeError, OSError, ValueError) as err:  # e.g. out of memory: next job
+        return _failed(job.name, f"{type(err).__name__}: {err}", t0, progress.sink)
+    return Outcome(job.name, "done", str(path), time.perf_counter() - t0)
+
+
+def _skipped(name: str, job: JobSpec, reason: str, sink: ev.EventSink) -> Outcome:
+    sink(ev.JobSkipped(name, str(job.output), reason))
+    return Outcome(name, "skipped", str(job.output))
 
 
 def _failed(name: str, message: str, t0: float, sink: ev.EventSink, code: int = 1) -> Outcome:

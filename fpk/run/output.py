@@ -14,7 +14,7 @@ from fpk import events as ev
 from fpk.config import Resolution
 from fpk.media import decoding
 from fpk.media.decoding import stream_frames
-from fpk.media.video import VideoWriter
+from fpk.media.video import VideoWriter, partial_path
 from fpk.run.jobs import JobSpec
 from fpk.run.runtime import Runtime
 from fpk.sampling.timeline import SectionGrid
@@ -76,7 +76,7 @@ def write_sidecar(
         "seconds": round(seconds, 3),
         **(extra or {}),
     }
-    tmp = job.sidecar.with_name(f".{job.sidecar.name}.partial")
+    tmp = partial_path(job.sidecar)
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(job.sidecar)
 
