@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import sys
+import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,65 +19,135 @@ from typing import Annotated
 
 import typer
 
-from fpk.config import TRAIN_SEED
+from fpk.config import DEFAULT_PRESET, TRAIN_SEED
 from fpk.errors import FpkError, UsageError
+
+_STARTED = time.perf_counter()  # wall times count from here (models loading included)
 
 app = typer.Typer(
     name="fpk",
     help="Batch video generation with FramePack: packed frame context, anti-drifting sampling.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 presets_app = typer.Typer(help="List and show presets.", no_args_is_help=True)
-app.add_typer(presets_app, name="presets")
+
+# One example a command, shown at the end of its --help.
+EXAMPLES = {
+    "generate": 'fpk generate --image examples/start.png --len 5s --prompt "the red circle moves '
+    'to the top right corner and stops"   (or: fpk generate --manifest jobs.toml)',
+    "extend": 'fpk extend out/demo.mp4 --len 2s --prompt "the red circle moves left"',
+    "benchmark": "fpk benchmark --sampler inverted --quick",
+    "inspect-context": "fpk inspect-context --preset base --history-frames 100",
+    "check-weights": "fpk check-weights --preset base --weights ~/FramePack-weights",
+    "presets": "fpk presets show base",
+    "train": "fpk train --component transformer --steps 200 --scenes 40 --run /tmp/run",
+}
+
+
+def _epilog(command: str) -> str:
+    return f"Example: {EXAMPLES[command]}"
+
+
+def _flag(name: str, help: str) -> typer.models.OptionInfo:
+    """An on/off option shown as --name/--no-name (no type column)."""
+    return typer.Option(f"--{name}/--no-{name}", help=help, metavar="")
+
 
 # --- option aliases, declared once -------------------------------------------------------
 
 PresetOpt = Annotated[
     str,
     typer.Option(
-        "--preset", help="Preset name (base, lite, extended, tiny) or path to a TOML file."
+        "--preset",
+        help="Preset name (base, lite, extended, tiny) or path to a TOML file; every command's "
+        "default is the same.",
     ),
 ]
 ResolutionOpt = Annotated[
     str | None,
     typer.Option("--resolution", help="WIDTHxHEIGHT, e.g. 832x480 (default: the preset's)."),
 ]
-WindowOpt = Annotated[
-    int | None,
-    typer.Option("--window", help="Latent frames per section (default: the preset's, 9)."),
-]
 ScheduleOpt = Annotated[
     str | None,
-    typer.Option("--schedule", help="Packing schedule by name (default: the preset's)."),
+    typer.Option(
+        "--schedule", help="Packing schedule by name (default: the layout the weights use)."
+    ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+JsonOpt = Annotated[bool, _flag("json", "Print JSON for scripts instead of tables.")]
 WeightsOpt = Annotated[
-    Path | None, typer.Option("--weights", help="Local folder with the weights.")
+    Path | None,
+    typer.Option("--weights", help="Local folder with the weights (default: the preset's)."),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
 DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: best).")
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: cuda if any).")
 ]
-DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on a CPU).",
+    ),
+]
 ManifestOpt = Annotated[
     Path | None, typer.Option("--manifest", help="TOML or JSONL file with one job per entry.")
 ]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo jobs whose output exists.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress display.")]
-EventsJsonOpt = Annotated[bool, typer.Option("--json", help="One JSON event per line.")]
+OverwriteOpt = Annotated[bool, _flag("overwrite", "Redo jobs whose output exists.")]
+QuietOpt = Annotated[
+    bool, _flag("quiet", "No progress display; print only the output paths and errors.")
+]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("-v", "--verbose", help="Each section's packed context in full.", metavar=""),
+]
+PreviewOpt = Annotated[
+    bool,
+    _flag("preview", "Keep OUT/.fpk-work/NAME/preview.png, a contact sheet of each running job."),
+]
+EventsJsonOpt = Annotated[bool, _flag("json", "One JSON event per line (README: JSON events).")]
+
+
+def _preset_default(help: str, attr: str) -> str:
+    from fpk.run.options import preset_defaults
+
+    return f"{help} (default: the preset's: {preset_defaults(attr)})"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from fpk import __version__
+
+        typer.echo(f"fpk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Show fpk's version and exit.",
+            is_eager=True,
+            callback=_version,
+            metavar="",
+        ),
+    ] = False,
+) -> None:
+    """Batch video generation with FramePack: packed frame context, anti-drifting sampling."""
 
 
 # --- commands ----------------------------------------------------------------------------
 
 
-@app.command("inspect-context")
 def inspect_context(
-    preset: PresetOpt = "base",
+    preset: PresetOpt = DEFAULT_PRESET,
     resolution: ResolutionOpt = None,
-    window: WindowOpt = None,
+    window: Annotated[
+        int | None,
+        typer.Option("--window", help=_preset_default("Latent frames per section.", "window")),
+    ] = None,
     history_frames: Annotated[
         int, typer.Option("--history-frames", help="History frames T behind the section.")
     ] = 1000,
@@ -112,6 +183,7 @@ def presets_list(as_json: JsonOpt = False) -> None:
                 "name": p.name,
                 "label": p.label,
                 "resolution": str(p.sampling.resolution),
+                "layout_in_use": p.layout_in_use,
                 "schedule": p.schedule.name,
                 "description": p.description,
             }
@@ -140,16 +212,13 @@ def presets_show(
     print_preset(data)
 
 
-@app.command("check-weights")
 def check_weights(
-    preset: PresetOpt = "base",
+    preset: PresetOpt = DEFAULT_PRESET,
     weights: WeightsOpt = None,
     schedule: ScheduleOpt = None,
     allow_untrained_layout: Annotated[
         bool,
-        typer.Option(
-            "--allow-untrained-layout", help="Run weights on a layout they were not trained with."
-        ),
+        _flag("allow-untrained-layout", "Run weights on a layout they were not trained with."),
     ] = False,
     component: Annotated[
         list[str] | None, typer.Option("--component", help="Load only these (repeatable).")
@@ -198,13 +267,15 @@ class RunArgs:
     """How and where a job-running command runs (generate, extend): not job fields."""
 
     manifest: ManifestOpt = None
-    preset: PresetOpt = "tiny"
+    preset: PresetOpt = DEFAULT_PRESET
     weights: WeightsOpt = None
     out: OutOpt = Path("out")
     device: DeviceOpt = None
     dtype: DtypeOpt = None
     overwrite: OverwriteOpt = False
     quiet: QuietOpt = False
+    verbose: VerboseOpt = False
+    preview: PreviewOpt = True
     as_json: EventsJsonOpt = False
 
 
@@ -244,7 +315,8 @@ def _job_options(command: str):
 
 
 def _job_parameter(field) -> inspect.Parameter:
-    option = typer.Option(*(field.flag or field.option).split(" "), help=field.describe())
+    metavar = "" if field.kind is bool else None
+    option = typer.Option(*field.declaration(), help=field.describe(), metavar=metavar)
     return inspect.Parameter(
         field.name,
         inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -253,7 +325,6 @@ def _job_parameter(field) -> inspect.Parameter:
     )
 
 
-@app.command()
 @_job_options("generate")
 def generate(job: dict, run: RunArgs) -> None:
     """Generate a video from an image (or from text alone), one job or a manifest of many."""
@@ -272,12 +343,12 @@ def _run_jobs(flags: dict, run: RunArgs) -> None:
     manifest = run.manifest
     entries = read_manifest(manifest) if manifest else [{}]
     stop = _StopFlag()
-    with _sink(run.quiet, run.as_json) as sink, stop:
+    with _sink(run, batch=manifest is not None) as sink, stop:
         try:
             outcomes = batch.generate(
                 p, entries, flags, run.out, manifest=manifest, weights_dir=run.weights,
                 device=run.device, dtype=run.dtype, sink=sink, should_stop=stop,
-                overwrite=run.overwrite,
+                overwrite=run.overwrite, preview=run.preview,
             )  # fmt: skip
         except Cancelled:
             typer.echo(
@@ -286,18 +357,32 @@ def _run_jobs(flags: dict, run: RunArgs) -> None:
                 err=True,
             )
             raise typer.Exit(130) from None
+    _report(outcomes, run, single=manifest is None, wall=time.perf_counter() - _STARTED,
+            loading=getattr(sink, "loading_seconds", None))  # fmt: skip
+
+
+def _report(outcomes: list, run: RunArgs, single: bool, wall: float, loading) -> None:
+    """The end of a run: JSON outcomes, output paths (--quiet), or the summary table and the
+    final line; a single job's error as one line. Exits 1 (or the job's code) on failure."""
     failed = [o for o in outcomes if o.status == "failed"]
     if run.as_json:
         for o in outcomes:
-            typer.echo(json.dumps({"event": "Outcome", **o.__dict__}))
-    elif len(outcomes) > 1 or (failed and manifest):
-        from fpk.render import print_summary
+            typer.echo(json.dumps(o.as_dict()))
+    elif single and failed:
+        typer.echo(f"fpk: error: {failed[0].detail}", err=True)
+    elif run.quiet:
+        for o in outcomes:
+            if o.status == "failed":
+                typer.echo(f"fpk: error: {o.name}: {o.detail}", err=True)
+            else:
+                typer.echo(o.detail)
+    else:
+        from fpk.render import print_final_line, print_summary
 
         print_summary(outcomes)
-    elif failed:
-        typer.echo(f"fpk: error: {failed[0].detail}", err=True)
+        print_final_line(outcomes, wall, loading)
     if failed:
-        raise typer.Exit(1 if manifest or len(outcomes) > 1 else failed[0].code)
+        raise typer.Exit(failed[0].code if single else 1)
 
 
 def _quiet_libraries() -> None:
@@ -345,18 +430,18 @@ class _StopFlag:
 class _sink:
     """The event sink for the chosen output: rich progress, JSON lines, or nothing."""
 
-    def __init__(self, quiet: bool, as_json: bool) -> None:
-        self.quiet, self.as_json = quiet, as_json
+    def __init__(self, run: RunArgs, batch: bool) -> None:
+        self.run, self.batch = run, batch
         self.renderer = None
 
     def __enter__(self):
-        if self.as_json:
+        if self.run.as_json:
             return lambda e: typer.echo(json.dumps(e.as_dict()))
-        if self.quiet:
+        if self.run.quiet:
             return lambda e: None
         from fpk.render import ProgressRenderer
 
-        self.renderer = ProgressRenderer().__enter__()
+        self.renderer = ProgressRenderer(verbose=self.run.verbose, batch=self.batch).__enter__()
         return self.renderer
 
     def __exit__(self, *exc: object) -> None:
@@ -364,7 +449,6 @@ class _sink:
             self.renderer.__exit__(*exc)
 
 
-@app.command()
 @_job_options("extend")
 def extend(
     job: dict,
@@ -379,17 +463,14 @@ def extend(
     _run_jobs({**job, "video": video}, run)
 
 
-@app.command()
 def benchmark(
     sampler: Annotated[str, typer.Option("--sampler", help="A sampler name, or 'all'.")] = "all",
-    quick: Annotated[
-        bool, typer.Option("--quick", help="The short run (under 10 minutes on 2 cores).")
-    ] = False,
+    quick: Annotated[bool, _flag("quick", "The short run (under 10 minutes on 2 cores).")] = False,
     part: Annotated[
         list[str] | None,
         typer.Option("--part", help="quality, packing, diffusers, section_cost (repeatable)."),
     ] = None,
-    preset: PresetOpt = "tiny",
+    preset: PresetOpt = DEFAULT_PRESET,
     seeds: Annotated[int, typer.Option("--seeds", help="Held-out scenes per configuration.")] = 3,
     weights: WeightsOpt = None,
     out: OutOpt = Path("bench"),
@@ -407,7 +488,7 @@ def benchmark(
     plan = bm.make_plan(sampler, quick, seeds, tuple(part) if part else None)
     p = load_preset(preset)
     rt = load_runtime(p, weights, device, "float32")
-    with _sink(as_json, as_json) as sink:
+    with _sink(RunArgs(quiet=as_json, as_json=as_json), batch=True) as sink:
         report = bm.run(rt, plan, out, sink)
     if as_json:
         typer.echo(json.dumps(report))
@@ -431,18 +512,14 @@ CheckpointEveryOpt = Annotated[
 SampleEveryOpt = Annotated[
     int, typer.Option("--sample-every", help="Write a sample every N steps (0: never).")
 ]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint.")]
+ResumeOpt = Annotated[bool, _flag("resume", "Continue from the checkpoint.")]
 DecoderOnlyOpt = Annotated[
-    bool,
-    typer.Option(
-        "--decoder-only", help="VAE: train the decoder only (the latents stay as they are)."
-    ),
+    bool, _flag("decoder-only", "VAE: train the decoder only (the latents stay as they are).")
 ]
 InflateOpt = Annotated[
     bool,
-    typer.Option(
-        "--inflate",
-        help="VAE: first make its causal convolutions frame-wise (taps summed into the last).",
+    _flag(
+        "inflate", "VAE: first make its causal convolutions frame-wise (taps summed into the last)."
     ),
 ]
 FirstShareOpt = Annotated[
@@ -462,9 +539,8 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads (0: torc
 TrainSeedOpt = Annotated[int, typer.Option("--seed", help="Random seed of the run.")]
 
 
-@app.command("train")
 def train(
-    preset: PresetOpt = "tiny",
+    preset: PresetOpt = DEFAULT_PRESET,
     component: ComponentOpt = "transformer",
     steps: StepsOpt = 1000,
     batch: BatchOpt = 8,
@@ -499,6 +575,20 @@ def train(
     with _StopFlag() as stop, TrainRenderer(quiet, steps) as sink:
         ckpt = tr.train(p, folder, run_dir / p.name, cfg, resume, sink, stop)
     typer.echo(f"checkpoint {ckpt}; weights in {folder}")
+
+
+# --- registration, in the order people use the commands -----------------------------------
+
+for _name, _fn in (
+    ("generate", generate),
+    ("extend", extend),
+    ("benchmark", benchmark),
+    ("inspect-context", inspect_context),
+    ("check-weights", check_weights),
+):
+    app.command(_name, epilog=_epilog(_name))(_fn)
+app.add_typer(presets_app, name="presets", epilog=_epilog("presets"))
+app.command("train", epilog=_epilog("train"))(train)
 
 
 # --- entry point -------------------------------------------------------------------------

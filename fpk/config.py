@@ -37,6 +37,7 @@ DEFAULT_PROMPT_BLEND = 0  # sections; 0: a timestamped prompt switches at its ti
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
 TRAIN_SEED = 0  # `fpk train`'s default seed (the shipped tiny model's runs)
+DEFAULT_PRESET = "tiny"  # every command's: the one that runs anywhere with no download
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,10 @@ class Weights:
     transformer_forward: str = ""
     components: str = ""
     image_encoder: str = ""
+    # download sizes (GB) of what fpk takes from each repo, for the missing-weights message
+    transformer_gb: float = 0.0
+    components_gb: float = 0.0
+    image_encoder_gb: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,12 @@ class Preset:
     sampling: Sampling
     weights: Weights
     source: Path = field(default=Path(), compare=False)
+
+    @property
+    def layout_in_use(self) -> str:
+        """The packing layout generation runs: the weights' training layout where they name
+        one (base: "released"), else the preset's schedule."""
+        return self.weights.trained_schedule or self.schedule.name
 
     def latent_grid(self, resolution: Resolution | None = None) -> LatentGrid:
         """Latent frame size for `resolution` (default: the preset's), checked to divide."""
@@ -375,4 +386,5 @@ def preset_as_dict(preset: Preset) -> dict[str, Any]:
     data = dataclasses.asdict(preset)
     data["source"] = str(preset.source)
     data["sampling"]["resolution"] = str(preset.sampling.resolution)
+    data["layout_in_use"] = preset.layout_in_use
     return data

@@ -1,10 +1,16 @@
 """Progress as typed events. The library emits them through a callback; the CLI renders them
-(rich, `--quiet`, or one JSON object per line with `--json`)."""
+(rich, `--quiet`, or one JSON object per line with `--json`, documented in the README).
+
+`SCHEMA` is the version of the JSON lines: it changes when a field is renamed or removed.
+Seconds are wall seconds rounded to milliseconds; batch-wide events have `job` "".
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -14,7 +20,22 @@ class Event:
     job: str
 
     def as_dict(self) -> dict:
-        return {"event": type(self).__name__, **asdict(self)}
+        return {"event": type(self).__name__, "schema": SCHEMA, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Loading(Event):
+    """A model component starts loading (`source`: its folder); `job` is ""."""
+
+    component: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Loaded(Event):
+    """Every component is loaded, in `seconds`; `job` is ""."""
+
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -28,6 +49,7 @@ class JobStarted(Event):
     steps: int
     sampler: str
     resumed_sections: int = 0
+    padding: str = ""  # inverted positions: "released" repeats positions (see SectionStarted)
 
 
 @dataclass(frozen=True)
@@ -82,10 +104,13 @@ class OutputEvent(Event):
 
 @dataclass(frozen=True)
 class JobDone(OutputEvent):
-    """The video is at its final path; frames and wall seconds of the whole job."""
+    """The video is at its final path: its frames, size, sidecar and the job's wall seconds
+    (models loading not included)."""
 
     frames: int
     seconds: float
+    resolution: str = ""  # WIDTHxHEIGHT
+    sidecar: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,13 +143,14 @@ def ignore(_: Event) -> None:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a running job reports: the sink, the stop check (Ctrl-C) and its place in the
-    batch (1-based `index` of `total`)."""
+    """Where a running job reports: the sink, the stop check (Ctrl-C), its place in the
+    batch (1-based `index` of `total`) and whether it keeps a preview of finished sections."""
 
     sink: EventSink = ignore
     should_stop: Callable[[], bool] | None = None
     index: int = 1
     total: int = 1
+    preview: bool = False
 
 
 SILENT = Progress()  # a job run with no one watching

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from fpk.model.accounting import ContextReport, LayoutCount
 
@@ -23,6 +24,8 @@ def _kernel(k: tuple[int, int, int]) -> str:
 
 
 def print_context_report(r: ContextReport) -> None:
+    """The layout generation runs first; where the weights run another layout than the
+    preset's schedule (base: "released"), the schedule's table and bound follow it."""
     console = _console()
     params = (
         f"{r.parameters / 1e9:.2f}B" if r.parameters and r.parameters > 1e8 else f"{r.parameters:,}"
@@ -35,20 +38,20 @@ def print_context_report(r: ContextReport) -> None:
         f"per-frame tokens Lf = {r.per_frame_tokens:,}   window S = {r.window} "
         f"({r.predicted_tokens:,} predicted tokens)   history T = {r.history_frames:,} frames"
     )
-    console.print(_layout_table(r.layout, f"schedule '{r.layout.schedule}'"))
-    _print_totals(console, r)
-    if r.weights_layout is not None:
-        console.print(
-            f"\n[yellow]The {r.preset} weights were trained with layout "
-            f"'{r.layout_in_use}'; generation uses it:[/]"
-        )
-        console.print(_layout_table(r.weights_layout, f"layout in use '{r.layout_in_use}'"))
-        w = r.weights_layout
+    w = r.weights_layout
+    if w is not None:
+        console.print(_layout_table(w, f"layout in use '{r.layout_in_use}' (the weights')"))
         console.print(
             f"input context in use: [bold]{w.input_tokens:,}[/] tokens "
-            f"({w.anchor_tokens:,} anchor + {w.history_tokens:,} history) beside the bound "
-            f"{_fmt(r.converged_input_context)}"
+            f"({w.anchor_tokens:,} anchor + {w.history_tokens:,} history); section total "
+            f"{r.predicted_tokens + w.input_tokens:,} tokens"
         )
+        console.print(
+            f"\n[dim]The preset's schedule '{r.layout.schedule}', not what these weights run "
+            "(the seed's formulas):[/]"
+        )
+    console.print(_layout_table(r.layout, f"schedule '{r.layout.schedule}'"))
+    _print_totals(console, r)
 
 
 def _layout_table(layout: LayoutCount, title: str) -> Table:
@@ -91,10 +94,10 @@ def _print_totals(console: Console, r: ContextReport) -> None:
 
 def print_presets(presets: list[Any]) -> None:
     table = Table(title="presets")
-    for col in ("name", "label", "resolution", "schedule", "description"):
+    for col in ("name", "label", "resolution", "layout in use", "description"):
         table.add_column(col)
     for p in presets:
-        table.add_row(p.name, p.label, str(p.sampling.resolution), p.schedule.name, p.description)
+        table.add_row(p.name, p.label, str(p.sampling.resolution), p.layout_in_use, p.description)
     _console().print(table)
 
 
@@ -107,8 +110,9 @@ def print_preset(data: dict[str, Any]) -> None:
             table.add_row(key, str(value))
         console.print(table)
     sched = data["schedule"]
+    console.print(f"layout in use: [bold]{data['layout_in_use']}[/]")
     console.print(
-        f"schedule '{sched['name']}': tail {sched['tail']}, fill {sched['fill']}, "
+        f"the preset's schedule '{sched['name']}': tail {sched['tail']}, fill {sched['fill']}, "
         f"lambda {sched['ratio']}"
     )
     for lv in sched["levels"]:
@@ -119,23 +123,29 @@ def print_preset(data: dict[str, Any]) -> None:
 
 
 class ProgressRenderer:
-    """Renders fpk.events with rich: a bar per job and per section (steps, s/step, ETA) and
-    a line per section with its place in the order and the tokens of its context."""
+    """Renders fpk.events with rich: a spinner while models load, a bar per job and per
+    section (steps, s/step, ETA), and a line per section (under 100 columns; `verbose` adds
+    the packed context group by group). In a `batch`, a failed job gets a line here and its
+    error in the summary."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, verbose: bool = False,
+                 batch: bool = False) -> None:  # fmt: skip
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
             Progress,
+            SpinnerColumn,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
         self.console = console or Console(stderr=True)
+        self.verbose, self.batch = verbose, batch
         self.progress = Progress(
+            SpinnerColumn(),
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
@@ -143,82 +153,163 @@ class ProgressRenderer:
             console=self.console,
             transient=False,
         )
-        self.job_task = None
-        self.section_task = None
+        self.job_task = self.section_task = self.load_task = None
+        self.loading_seconds: float | None = None
         self._t = 0.0
+        self._padding = ""
+        self._seen: dict[tuple[int, int], int] = {}  # RoPE positions -> first section with them
 
     def __enter__(self) -> ProgressRenderer:
         self.progress.start()
+        self.load_task = self.progress.add_task("checking jobs and weights", total=None, rate="")
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._reset()
         self.progress.stop()
 
     def __call__(self, event: Any) -> None:
-        import time
-
         from fpk import events as ev
 
-        p = self.progress
-        if isinstance(event, ev.JobStarted):
-            self._reset()
-            resumed = f", resuming {event.resumed_sections} done" if event.resumed_sections else ""
-            self.job_task = p.add_task(
-                f"[bold]{event.job}[/] job {event.index}/{event.total}: {event.frames} frames, "
-                f"{event.sampler}{resumed}",
-                total=event.sections,
-                rate="",
-            )
-        elif isinstance(event, ev.SectionStarted):
-            ctx = " + ".join(f"{k} {n:,}" for k, n in event.context)
-            p.console.print(
-                f"  section {event.section + 1}/{event.sections} (order {event.order + 1}), "
-                f"RoPE t {event.positions[0]}..{event.positions[1]}: context {ctx} = "
-                f"{event.context_tokens:,} + {event.target_tokens:,} target tokens"
-            )
-            if self.section_task is not None:
-                p.remove_task(self.section_task)
-            self.section_task = p.add_task(f"  section {event.section + 1}", total=None, rate="")
-            self._t = time.perf_counter()
-        elif isinstance(event, ev.StepDone) and self.section_task is not None:
-            rate = (time.perf_counter() - self._t) / event.step
-            p.update(self.section_task, total=event.steps, completed=event.step,
-                     rate=f"{rate:.2f} s/step")  # fmt: skip
-        elif isinstance(event, ev.SectionDone) and self.job_task is not None:
-            p.advance(self.job_task)
-        elif isinstance(event, ev.JobDone):
-            self._reset()
-            p.console.print(f"[green]done[/] {event.path} ({event.frames} frames, "
-                            f"{event.seconds:.1f} s)")  # fmt: skip
-        elif isinstance(event, ev.JobSkipped):
-            p.console.print(f"[cyan]skipped[/] {event.job}: {event.reason} ({event.path})")
-        elif isinstance(event, ev.JobFailed):
-            self._reset()
-            p.console.print(f"[red]failed[/] {event.job}: {event.error}")
-        elif isinstance(event, ev.Message):
-            p.console.print(event.text)
+        handler = {
+            ev.Loading: self._loading,
+            ev.Loaded: self._loaded,
+            ev.JobStarted: self._job_started,
+            ev.SectionStarted: self._section_started,
+            ev.StepDone: self._step_done,
+            ev.SectionDone: self._section_done,
+            ev.JobDone: self._job_done,
+            ev.JobSkipped: self._job_skipped,
+            ev.JobFailed: self._job_failed,
+            ev.Message: lambda e: self.progress.console.print(e.text),
+        }.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _loading(self, e: Any) -> None:
+        text = f"loading {e.component} from {_short_path(e.source)}"
+        if self.load_task is None:
+            self.load_task = self.progress.add_task(text, total=None, rate="")
+        else:
+            self.progress.update(self.load_task, description=text)
+
+    def _loaded(self, e: Any) -> None:
+        self.loading_seconds = e.seconds
+        self._reset()
+        self.progress.console.print(f"models loaded in {e.seconds:.1f} s")
+
+    def _job_started(self, e: Any) -> None:
+        self._reset()
+        self._padding, self._seen = e.padding, {}
+        resumed = f", resuming {e.resumed_sections} done" if e.resumed_sections else ""
+        self.job_task = self.progress.add_task(
+            f"[bold]{e.job}[/] {e.index}/{e.total}: {e.frames} frames, {e.sampler}{resumed}",
+            total=e.sections,
+            rate="",
+        )
+
+    def _section_started(self, e: Any) -> None:
+        import time
+
+        self.progress.console.print(section_line(e, self._seen, self._padding), highlight=False)
+        if self.verbose:
+            groups = " + ".join(f"{k} {n:,}" for k, n in e.context)
+            self.progress.console.print(f"    context {groups}", highlight=False)
+        self._seen.setdefault(tuple(e.positions), e.section)
+        if self.section_task is not None:
+            self.progress.remove_task(self.section_task)
+        label = f"  section {e.section + 1}/{e.sections}"
+        self.section_task = self.progress.add_task(label, total=None, rate="")
+        self._t = time.perf_counter()
+
+    def _step_done(self, e: Any) -> None:
+        import time
+
+        if self.section_task is None:
+            return
+        rate = (time.perf_counter() - self._t) / e.step
+        self.progress.update(self.section_task, total=e.steps, completed=e.step,
+                             rate=f"{rate:.2f} s/step")  # fmt: skip
+
+    def _section_done(self, e: Any) -> None:
+        if self.job_task is not None:
+            self.progress.advance(self.job_task)
+
+    def _job_done(self, e: Any) -> None:
+        self._reset()
+        size = f", {e.resolution}" if e.resolution else ""
+        self.progress.console.print(
+            f"[green]done[/] {e.path} ({e.frames} frames{size}, {e.seconds:.1f} s)"
+        )
+
+    def _job_skipped(self, e: Any) -> None:
+        self.progress.console.print(f"[cyan]skipped[/] {e.job}: {e.reason} ({e.path})")
+
+    def _job_failed(self, e: Any) -> None:
+        self._reset()
+        if self.batch:  # the error itself is in the summary, once
+            self.progress.console.print(f"[red]failed[/] {e.job}")
 
     def _reset(self) -> None:
-        for task in (self.section_task, self.job_task):
+        for task in (self.section_task, self.job_task, self.load_task):
             if task is not None:
                 self.progress.remove_task(task)
-        self.section_task = self.job_task = None
+        self.section_task = self.job_task = self.load_task = None
+
+
+def section_line(e: Any, seen: dict[tuple[int, int], int], padding: str) -> str:
+    """One section's line (< 100 columns): its place in time and in the order, its RoPE
+    positions (naming the padding rule where an earlier section had the same), its tokens."""
+    first, last = e.positions
+    where = f"t {first}..{last}"
+    again = seen.get((first, last))
+    if again is not None:
+        rule = f"{padding} padding" if padding else "padding"
+        where += f" as section {again + 1} ({rule})"
+    return (
+        f"  section {e.section + 1}/{e.sections} (order {e.order + 1}) {where}: "
+        f"{e.context_tokens:,} context + {e.target_tokens:,} target tokens"
+    )
+
+
+def _short_path(path: str, keep: int = 48) -> str:
+    return path if len(path) <= keep else "..." + path[-(keep - 3) :]
 
 
 def print_summary(outcomes: list[Any], console: Console | None = None) -> None:
-    """A table of every job's outcome."""
+    """A table of every job's outcome, in manifest order; each error once, whole."""
     table = Table(title="summary", title_justify="left")
-    for col in ("job", "status", "seconds", "output or error"):
+    for col in ("job", "status", "seconds", "frames", "size", "output or error"):
         table.add_column(col, overflow="fold")
     colour = {"done": "green", "skipped": "cyan", "failed": "red"}
     for o in outcomes:
-        detail = "see below" if o.status == "failed" else o.detail
-        table.add_row(o.name, f"[{colour[o.status]}]{o.status}[/]", f"{o.seconds:.1f}", detail)
+        frames = str(o.frames) if o.frames else ""
+        table.add_row(o.name, f"[{colour[o.status]}]{o.status}[/]", f"{o.seconds:.1f}", frames,
+                      o.resolution, Text(o.detail))  # fmt: skip
     console = console or Console(stderr=True)
     console.print(table)
-    for o in outcomes:  # whole lines, so that errors can be read and copied
-        if o.status == "failed":
-            console.print(f"failed {o.name}: {o.detail}", soft_wrap=True, markup=False)
+
+
+def print_final_line(
+    outcomes: list[Any], wall: float, loading: float | None, console: Console | None = None
+) -> None:
+    """The last line of a run: a single job's output, frames, size, wall time (models
+    loading included) and sidecar; for a batch, the counts and the wall time."""
+    console = console or Console(stderr=True)
+    models = f", models {loading:.1f} s" if loading is not None else ""
+    if len(outcomes) == 1 and outcomes[0].status != "failed":
+        o = outcomes[0]
+        what = f"{o.frames} frames, {o.resolution}, " if o.frames else ""
+        side = f"; sidecar {o.sidecar}" if o.sidecar else ""
+        console.print(f"{o.status} {o.detail}: {what}{wall:.1f} s wall{models}{side}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        return
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    console.print(
+        f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed: "
+        f"{wall:.1f} s wall{models}",
+        highlight=False,
+    )
 
 
 def print_benchmark(report: dict[str, Any], out: Any) -> None:

@@ -107,7 +107,7 @@ def _one_line_error(code: int, err: str, expected_code: int, needle: str) -> Non
     ],
 )
 def test_bad_input_one_line_exit_2(capsys, args, needle):
-    code, _, err = run(capsys, "inspect-context", *args)
+    code, _, err = run(capsys, "inspect-context", "--preset", "base", *args)  # last one wins
     _one_line_error(code, err, 2, needle)
 
 

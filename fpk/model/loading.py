@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from fpk.config import Preset, get_schedule, schedules
-from fpk.errors import UsageError, WeightsError
+from fpk.errors import EXIT_USAGE, UsageError, WeightsError
 from fpk.model.packing import Kernel, Schedule, as_kernel
 from fpk.model.transformer import (
     FramePackTransformer,
@@ -107,7 +107,7 @@ def resolve(
     if local.is_dir() or weights_dir is not None or where.startswith((".", "/", "~")):
         folder = local.expanduser() / sub if sub else local.expanduser()
         if not folder.is_dir():
-            raise WeightsError(_missing(preset, name, str(folder), local_dir=True))
+            raise WeightsError(_missing(preset, name, str(folder)))
         return folder
     return _from_hub(preset, name, where, sub, offline)
 
@@ -121,24 +121,72 @@ def _from_hub(preset: Preset, name: str, repo: str, sub: str | None, offline: bo
     try:
         root = snapshot_download(repo, allow_patterns=patterns, local_files_only=offline)
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError):
-        raise WeightsError(_missing(preset, name, repo, local_dir=False)) from None
+        raise MissingWeightsError(missing_message(preset, {repo})) from None
     folder = Path(root) / sub if sub else Path(root)
     if not folder.is_dir():
-        raise WeightsError(_missing(preset, name, f"{repo}/{sub}", local_dir=False))
+        raise MissingWeightsError(missing_message(preset, {repo}))
     return folder
 
 
-def _missing(preset: Preset, name: str, where: str, local_dir: bool) -> str:
-    if local_dir:
-        return (
-            f"weights for preset '{preset.name}' not found: no {name} folder at {where}; "
-            "pass --weights DIR with the diffusers FramePack layout"
-        )
+def _missing(preset: Preset, name: str, where: str) -> str:
     return (
-        f"weights for preset '{preset.name}' not found: {name} of {where} is not in the "
-        f"Hugging Face cache; download it with `hf download {where.split('/')[0]}/"
-        f"{where.split('/')[1]}` (or unset HF_HUB_OFFLINE), or pass --weights DIR"
+        f"weights for preset '{preset.name}' not found: no {name} folder at {where}; "
+        "pass --weights DIR with the diffusers FramePack layout"
     )
+
+
+class MissingWeightsError(WeightsError):
+    """A preset's published weights are not downloaded: bad input (exit 2), with the fix."""
+
+    exit_code = EXIT_USAGE
+
+
+def resolve_all(
+    preset: Preset, weights_dir: Path | None, parts: Iterable[str], offline: bool | None = None
+) -> dict[str, Path]:
+    """The folder of every part; where published weights are missing, one error naming every
+    repo the preset needs (missing or not), its size and its download command."""
+    found: dict[str, Path] = {}
+    missing: set[str] = set()
+    for part in parts:
+        try:
+            found[part] = resolve(preset, part, weights_dir, offline)
+        except MissingWeightsError:
+            missing.add(component_source(preset, part, weights_dir)[0])
+    if missing:
+        raise MissingWeightsError(missing_message(preset, missing))
+    return found
+
+
+def hub_repos(preset: Preset) -> dict[str, tuple[list[str], float]]:
+    """Each published repo `preset` loads from: the subfolders fpk takes and their size (GB)."""
+    w = preset.weights
+    sizes = {w.transformer: w.transformer_gb, w.components: w.components_gb,
+             w.image_encoder: w.image_encoder_gb}  # fmt: skip
+    repos: dict[str, tuple[list[str], float]] = {}
+    for name in COMPONENTS:
+        repo, sub = component_source(preset, name, None)
+        if repo.count("/") == 1 and not repo.startswith((".", "/", "~")):
+            subs = repos.setdefault(repo, ([], sizes.get(repo, 0.0)))[0]
+            subs.extend([sub] if sub else [])
+    return repos
+
+
+def missing_message(preset: Preset, missing: set[str]) -> str:
+    """The missing-weights error: the problem on the first line, one download line per repo."""
+    repos = hub_repos(preset)
+    total = sum(size for _, size in repos.values())
+    lines = [
+        f"weights for preset '{preset.name}' are not downloaded: {len(missing)} of "
+        f"{len(repos)} repos missing (about {total:.1f} GB in all). Download them (or pass "
+        "--weights DIR with the diffusers FramePack layout; unset HF_HUB_OFFLINE to let fpk "
+        "download):"
+    ]
+    for repo, (subs, size) in repos.items():
+        include = "".join(f' --include "{s}/*"' for s in subs)
+        state = "missing" if repo in missing else "found"
+        lines.append(f"  hf download {repo}{include}   # about {size:.1f} GB, {state}")
+    return "\n".join(lines)
 
 
 # --- checking files ----------------------------------------------------------------------
@@ -366,16 +414,19 @@ def load_components(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     offline: bool | None = None,
+    on_load: Callable[[str, str], None] | None = None,
 ) -> Components:
-    """Load the components of `preset` named in `parts`: the one function that loads weights."""
+    """Load the components of `preset` named in `parts`: the one function that loads weights.
+    `on_load(name, folder)` is called before each component loads (for a progress display)."""
     parts = list(parts)
     unknown = [p for p in parts if p not in COMPONENTS]
     if unknown:
         raise UsageError(f"unknown component '{unknown[0]}' (valid: {', '.join(COMPONENTS)})")
     out = Components()
-    for name in parts:
-        folder = resolve(preset, name, weights_dir, offline)
+    for name, folder in resolve_all(preset, weights_dir, parts, offline).items():
         out.sources[name] = str(folder)
+        if on_load is not None:
+            on_load(name, str(folder))
         if name == "transformer":
             trained = checkpoint_schedule(folder, preset)
             out.schedule = choose_layout(preset, schedule, trained, allow_untrained_layout)

@@ -8,11 +8,12 @@ after the current denoising step and leaves the finished sections on disk for a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,20 +30,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What became of one job; `as_dict` is the `--json` "Outcome" line."""
+
     name: str
     status: str  # "done", "skipped", "failed"
     detail: str  # the output path, or the error
-    seconds: float = 0.0
+    seconds: float = 0.0  # the job's own wall seconds (models loading not included)
     code: int = 0  # the exit code a single failed job gives
+    frames: int = 0
+    resolution: str = ""
+    sidecar: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event": "Outcome", "schema": ev.SCHEMA, **asdict(self)}
 
 
 def weights_identity(preset: Preset, weights_dir: Path | None, parts: list[str]) -> str:
     """A cheap fingerprint of the weights a batch will load: file names and sizes."""
-    from fpk.model.loading import resolve
+    from fpk.model.loading import resolve_all
 
     listing = {}
-    for part in parts:
-        folder = resolve(preset, part, weights_dir)
+    for part, folder in resolve_all(preset, weights_dir, parts).items():
         listing[part] = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
     blob = json.dumps(listing, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -50,61 +58,74 @@ def weights_identity(preset: Preset, weights_dir: Path | None, parts: list[str])
 
 def run_batch(
     planned: list[Planned],
-    load_runtime: Callable[[], Any],
+    load_runtime: Callable[[ev.EventSink], Any],
     run_one: Callable[..., Path],
     sink: ev.EventSink = ev.ignore,
     should_stop: Callable[[], bool] | None = None,
     overwrite: bool = False,
+    preview: bool = False,
 ) -> list[Outcome]:
-    """Run the planned jobs; the models load only if some job needs running."""
-    outcomes: list[Outcome] = []
-    todo = []
-    for p in planned:
+    """Run the planned jobs; the models load only if some job needs running. Outcomes come
+    in manifest order; `preview`: each job keeps a contact sheet of its finished sections."""
+    outcomes: dict[int, Outcome] = {}
+    todo: list[tuple[int, JobSpec]] = []
+    for i, p in enumerate(planned):
         if p.job is None:
-            outcomes.append(Outcome(p.label, "failed", str(p.error), code=p.error.exit_code))
+            outcomes[i] = Outcome(p.label, "failed", str(p.error), code=p.error.exit_code)
             sink(ev.JobFailed(p.label, str(p.error)))
         elif not overwrite and is_done(p.job):
-            outcomes.append(_skipped(p.label, p.job, "already done with these settings", sink))
+            outcomes[i] = _skipped(p.label, p.job, "already done with these settings", sink)
         else:
-            todo.append(p.job)
-    if not todo:
-        return outcomes
-    for job in todo:
-        check_writable(job.out)
-    runtime = load_runtime()
-    claims = claim_each(todo, lambda job: job, should_stop)  # one process a job
-    with contextlib.closing(claims):
-        for i, job in claims:
-            if not overwrite and is_done(job):
-                outcomes.append(_skipped(job.name, job, "made by another fpk process", sink))
-                continue
-            outcomes.append(
-                _run_one(run_one, runtime, job, ev.Progress(sink, should_stop, i, len(todo)))
-            )
-    return outcomes
+            todo.append((i, p.job))
+    if todo:
+        for _, job in todo:
+            check_writable(job.out)
+        t0 = time.perf_counter()
+        runtime = load_runtime(sink)
+        sink(ev.Loaded("", round(time.perf_counter() - t0, 3)))
+        claims = claim_each(todo, lambda item: item[1], should_stop)  # one process a job
+        with contextlib.closing(claims):
+            for n, (i, job) in claims:
+                if not overwrite and is_done(job):
+                    outcomes[i] = _skipped(job.name, job, "made by another fpk process", sink)
+                    continue
+                progress = ev.Progress(sink, should_stop, n, len(todo), preview)
+                outcomes[i] = _run_one(run_one, runtime, job, progress)
+    return [outcomes[i] for i in sorted(outcomes)]
 
 
 def _run_one(run_one: Callable[..., Path], runtime: Any, job: JobSpec, progress: ev.Progress):
     """One job's outcome; a failure is reported and returned, not raised (the batch goes on)."""
     t0 = time.perf_counter()
+    done: list[ev.JobDone] = []
+
+    def sink(event: ev.Event) -> None:
+        if isinstance(event, ev.JobDone):
+            done.append(event)
+        progress.sink(event)
+
     try:
-        path = run_one(runtime, job, progress)
+        path = run_one(runtime, job, dataclasses.replace(progress, sink=sink))
     except FpkError as err:
         return _failed(job.name, str(err), t0, progress.sink, err.exit_code)
     except (RuntimeError, OSError, ValueError) as err:  # e.g. out of memory: next job
         return _failed(job.name, f"{type(err).__name__}: {err}", t0, progress.sink)
-    return Outcome(job.name, "done", str(path), time.perf_counter() - t0)
+    seconds = round(time.perf_counter() - t0, 3)
+    if not done:
+        return Outcome(job.name, "done", str(path), seconds)
+    d = done[-1]
+    return Outcome(job.name, "done", str(path), seconds, 0, d.frames, d.resolution, d.sidecar)
 
 
 def _skipped(name: str, job: JobSpec, reason: str, sink: ev.EventSink) -> Outcome:
     sink(ev.JobSkipped(name, str(job.output), reason))
-    return Outcome(name, "skipped", str(job.output))
+    return Outcome(name, "skipped", str(job.output), sidecar=str(job.sidecar))
 
 
 def _failed(name: str, message: str, t0: float, sink: ev.EventSink, code: int = 1) -> Outcome:
     message = message.strip().splitlines()[0] if message.strip() else "failed"
     sink(ev.JobFailed(name, message))
-    return Outcome(name, "failed", message, time.perf_counter() - t0, code)
+    return Outcome(name, "failed", message, round(time.perf_counter() - t0, 3), code)
 
 
 def generate(
@@ -120,6 +141,7 @@ def generate(
     sink: ev.EventSink = ev.ignore,
     should_stop: Callable[[], bool] | None = None,
     overwrite: bool = False,
+    preview: bool = False,
 ) -> list[Outcome]:
     """`fpk generate` (and `fpk extend`, whose entries carry `video`): plan, load, run."""
     from fpk.model.loading import COMPONENTS
@@ -128,20 +150,31 @@ def generate(
     identity = weights_identity(preset, weights_dir, list(COMPONENTS))
     planned = plan_jobs(preset, entries, flags, out, manifest, identity)
 
-    def load():
-        return load_runtime(preset, weights_dir, device, dtype)
+    def load(sink: ev.EventSink):
+        return load_runtime(preset, weights_dir, device, dtype, sink)
 
-    return run_batch(planned, load, run_any, sink, should_stop, overwrite)
+    return run_batch(planned, load, run_any, sink, should_stop, overwrite, preview)
 
 
-def load_runtime(preset: Preset, weights_dir: Path | None, device: str | None, dtype: str | None):
+def load_runtime(
+    preset: Preset,
+    weights_dir: Path | None,
+    device: str | None,
+    dtype: str | None,
+    sink: ev.EventSink = ev.ignore,
+):
+    """The models of `preset` on the chosen device; a `Loading` event before each component."""
     from fpk.model.devices import pick_device, pick_dtype
     from fpk.model.loading import load_components
     from fpk.run.runtime import Runtime
 
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
-    comps = load_components(preset, weights_dir, dtype=dt, device=dev)
+
+    def loading(component: str, source: str) -> None:
+        sink(ev.Loading("", component, source))
+
+    comps = load_components(preset, weights_dir, dtype=dt, device=dev, on_load=loading)
     return Runtime(preset, comps, dev, dt)
 
 

@@ -99,7 +99,8 @@ def run_extend(rt: Runtime, job: JobSpec, progress: ev.Progress = ev.SILENT) -> 
                     "frames": writer.frames, "context_frames": n})  # fmt: skip
     s.store.remove()
     seconds = round(time.perf_counter() - t0, 3)
-    progress.sink(ev.JobDone(job.name, str(job.output), writer.frames, seconds))
+    progress.sink(ev.JobDone(job.name, str(job.output), writer.frames, seconds, str(size),
+                             str(job.sidecar)))  # fmt: skip
     return job.output
 
 

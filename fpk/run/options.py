@@ -59,12 +59,30 @@ class JobField:
         return value
 
     def describe(self) -> str:
-        """The help text with its default."""
+        """The help text with its default (for a preset's default: the value in each preset)."""
         if self.preset:
-            return f"{self.help} (default: the preset's)"
+            return f"{self.help} (default: the preset's: {preset_defaults(self.preset)})"
         if self.default in (None, "") or self.kind is bool:
             return self.help
         return f"{self.help} (default {self.default})"
+
+    def declaration(self) -> list[str]:
+        """The CLI option's names: --name, or --name/--no-name for an on/off setting."""
+        if self.flag:
+            return self.flag.split(" ")
+        if self.kind is bool:
+            return [f"{self.option}/--no-{self.option[2:]}"]
+        return [self.option]
+
+
+def preset_defaults(attr: str) -> str:
+    """`Preset.sampling.<attr>` of the default preset and of base: "tiny 5, base 9" (one value
+    when they agree)."""
+    names = (c.DEFAULT_PRESET, "base")
+    values = {name: getattr(c.load_preset(name).sampling, attr) for name in names}
+    if len(set(values.values())) == 1:
+        return f"{next(iter(values.values()))} in every preset"
+    return ", ".join(f"{name} {value}" for name, value in values.items())
 
 
 G, X = frozenset({GENERATE}), frozenset({EXTEND})
@@ -108,7 +126,6 @@ FIELDS: tuple[JobField, ...] = (
         "Output source + continuation.",
         commands=X,
         extend=True,
-        flag="--keep-source/--no-keep-source",
     ),  # fmt: skip
     JobField(
         "reencode_source", bool, "Pass the source through the VAE.", commands=X, extend=True

@@ -21,9 +21,11 @@ from fpk.sampling.timeline import SectionGrid
 
 
 def video_tags(job: JobSpec, comment: str) -> dict[str, str]:
-    """The mp4's metadata tags: the prompt and seed, and a comment naming what made it."""
-    return {"description": job.prompt, "comment": comment, "fpk_prompt": job.prompt,
-            "fpk_seed": str(job.seed)}  # fmt: skip
+    """The mp4's metadata tags: the prompt (where there is one) and seed, and a comment naming
+    what made it (for fpk extend: the source clip)."""
+    prompt = {"description": job.prompt, "fpk_prompt": job.prompt} if job.prompt else {}
+    source = {"fpk_source": job.video.name} if job.video is not None else {}
+    return {**prompt, "comment": comment, "fpk_seed": str(job.seed), **source}
 
 
 def write_video(
@@ -62,7 +64,7 @@ def write_sidecar(
     data = {
         "fpk_sidecar": 1,
         "settings_hash": job.settings_hash,
-        "job": job.as_dict(),
+        "job": {**job.as_dict(), "resolution": str(size)},  # as run, not only as asked
         "resolution": str(size),
         "frames": job.frames,
         "sections": sgrid.sections,

@@ -38,6 +38,7 @@ from fpk.model.context import context_tokens, model_shift, section_context
 from fpk.model.packing import LatentGrid
 from fpk.run.jobs import JobSpec
 from fpk.run.output import write_sidecar, write_video
+from fpk.run.preview import Preview
 from fpk.run.runtime import Runtime
 from fpk.run.store import SectionStore, job_store
 from fpk.sampling.orders import SectionStep, plan_sections
@@ -184,7 +185,7 @@ def sample_job(
     done = _keys([s for s in plan if store.path(_key(s)).is_file()])
     sink = progress.sink
     sink(ev.JobStarted(job.name, progress.index, progress.total, job.frames, sgrid.sections,
-                       job.steps, job.sampler, len(done)))  # fmt: skip
+                       job.steps, job.sampler, len(done), job.padding))  # fmt: skip
     conds = conds or _conditions(rt, job, grid, size, store)
     prompts = prompts_per_section(rt, job, sgrid)
     negative = rt.prompt(job.negative_prompt) if job.cfg > 1 else None
@@ -192,6 +193,7 @@ def sample_job(
     timings = []
     gen = torch.Generator().manual_seed(job.seed)
     channels = latent_channels(rt.components)
+    preview = Preview(rt.components.vae, store.folder, sgrid.latent_frames)
     for step in plan:
         noise = torch.randn(1, channels, job.window, grid.height, grid.width, generator=gen)
         t1 = time.perf_counter()
@@ -208,6 +210,8 @@ def sample_job(
             store.save(_key(step), out)
         latents.update({p: out[:, i] for i, p in enumerate(step.target)})
         timings.append(round(time.perf_counter() - t1, 4))
+        if progress.preview:
+            preview.update(latents)
         sink(ev.SectionDone(job.name, step.order, step.section, timings[-1], _key(step) in done))
     return Sampled(latents, size, sgrid, timings, store)
 
@@ -219,7 +223,9 @@ def run_job(rt: Runtime, job: JobSpec, progress: ev.Progress = ev.SILENT) -> Pat
     path = write_video(rt, job, s.latents, s.grid, progress.sink)
     write_sidecar(rt, job, s.size, s.grid, s.timings, time.perf_counter() - t0)
     s.store.remove()
-    progress.sink(ev.JobDone(job.name, str(path), job.frames, round(time.perf_counter() - t0, 3)))
+    seconds = round(time.perf_counter() - t0, 3)
+    progress.sink(ev.JobDone(job.name, str(path), job.frames, seconds, str(s.size),
+                             str(job.sidecar)))  # fmt: skip
     return path
 
 

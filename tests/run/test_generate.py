@@ -83,7 +83,11 @@ def test_json_events(capsys, tiny_saved, images, tmp_path):
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "JobStarted" and "SectionStarted" in kinds and kinds[-1] == "Outcome"
+    assert all(e["schema"] == 1 for e in events)
+    first_job = kinds.index("JobStarted")
+    assert set(kinds[:first_job]) == {"Loading", "Loaded"} and kinds[first_job - 1] == "Loaded"
+    assert "SectionStarted" in kinds and kinds[-1] == "Outcome"
+    assert events[-1]["resolution"] == "64x64" and events[-1]["sidecar"].endswith(".json")
     section = next(e for e in events if e["event"] == "SectionStarted")
     assert section["context_tokens"] == sum(n for _, n in section["context"])
     assert kinds.count("StepDone") == 2 * 2  # 10 frames: 2 sections of 2 steps
@@ -110,18 +114,21 @@ def test_manifest_failures_and_skips(capsys, tiny_saved, images, tmp_path):
     _, _, weights = tiny_saved
     manifest = _manifest(tmp_path, images)
     out = tmp_path / "out"
-    code, _, err = generate(capsys, weights, out, "--manifest", str(manifest), *FAST)
+    code, printed, err = generate(capsys, weights, out, "--manifest", str(manifest), *FAST)
     assert code == 1
     assert [p.stem for p in outputs(out)] == ["five", "four", "one"]
+    assert [Path(p).stem for p in printed.split()] == ["one", "four", "five"]  # manifest order
+    assert err.count("missing.png: no such file") == 1  # each error once
     assert "missing.png: no such file" in err and "shorter than one frame" in err
     assert "Traceback" not in err
     stamps = {p: p.stat().st_mtime_ns for p in outputs(out)}
-    code, _, err = generate(capsys, weights, out, "--manifest", str(manifest), *FAST)
-    assert code == 1 and err.count("skipped") == 3
+    code, printed, err = generate(capsys, weights, out, "--manifest", str(manifest), *FAST)
+    assert code == 1 and len(printed.split()) == 3
     assert {p: p.stat().st_mtime_ns for p in outputs(out)} == stamps
-    code, _, err = generate(capsys, weights, out, "--manifest", str(manifest), "--steps", "1",
-                            "--window", "2")  # fmt: skip
-    assert err.count("done") >= 3  # other settings: not skipped
+    code, printed, err = generate(capsys, weights, out, "--manifest", str(manifest),
+                                  "--steps", "1", "--window", "2")  # fmt: skip
+    assert len(printed.split()) == 3
+    assert all(p.stat().st_mtime_ns != stamps[p] for p in outputs(out))  # other settings: redone
 
 
 def test_resume_after_interrupt_is_identical(tiny_saved, images, tmp_path):
