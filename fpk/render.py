@@ -265,10 +265,10 @@ def section_line(e: Any, seen: dict[tuple[int, int], int], padding: str) -> str:
     again = seen.get((first, last))
     if again is not None:
         rule = f"{padding} padding" if padding else "padding"
-        where += f" as section {again + 1} ({rule})"
+        where += f", as in {again + 1} ({rule})"
     return (
         f"  section {e.section + 1}/{e.sections} (order {e.order + 1}) {where}: "
-        f"{e.context_tokens:,} context + {e.target_tokens:,} target tokens"
+        f"{e.context_tokens:,} ctx + {e.target_tokens:,} new tokens"
     )
 
 

@@ -145,3 +145,162 @@ def test_help_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "inspect-context" in done.stdout
+
+
+# --- first contact (issue 17): help, defaults, messages, progress -------------------------
+
+from typer.testing import CliRunner  # noqa: E402
+
+from fpk.cli import EXAMPLES, app  # noqa: E402
+
+COMMANDS = ["generate", "extend", "benchmark", "inspect-context", "check-weights", "train"]
+
+
+def invoke(*args: str, **env: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "100", **env})
+
+
+def test_help_shows_every_default_and_on_off_flags():
+    text = invoke("generate", "--help").output
+    assert "tiny 5, base 9" in text  # --window: the preset's, read from each preset
+    for default in ("default 5s", "default 31337", "default 1.0", "default released"):
+        assert default in text, default
+    assert "bfloat16 on a GPU, float32 on a CPU" in text  # --dtype
+    assert "bucket nearest the input's" in text  # --resolution
+    for flag in ("overwrite", "quiet", "json", "preview"):
+        line = next(ln for ln in text.splitlines() if f"--{flag} " in ln)
+        assert f"--no-{flag}" in line and "<bool>" not in line, line
+    assert "[default: tiny]" in text
+
+
+@pytest.mark.parametrize("command", COMMANDS + ["presets"])
+def test_every_command_has_an_example(command):
+    text = invoke(command, "--help").output
+    assert "Example:" in text
+    assert EXAMPLES[command].split()[1] in text  # e.g. "generate"
+
+
+def test_commands_listed_by_use_and_version():
+    text = invoke("--help").output
+    places = [text.index(f" {c} ") for c in COMMANDS]
+    assert places == sorted(places)
+    result = invoke("--version")
+    from fpk import __version__
+
+    assert result.exit_code == 0 and result.output.strip() == f"fpk {__version__}"
+    assert "--install-completion" in text
+
+
+def test_one_default_preset_for_every_command():
+    import typer
+
+    from fpk.config import DEFAULT_PRESET
+
+    group = typer.main.get_command(app)
+    for name in COMMANDS:
+        (preset,) = [p for p in group.commands[name].params if p.name == "preset"]
+        assert preset.default == DEFAULT_PRESET, name
+
+
+@pytest.mark.parametrize("preset", ["base", "lite", "extended", "tiny"])
+def test_presets_and_inspect_context_agree_on_the_layout(capsys, preset):
+    code, out, _ = run(capsys, "presets", "list", "--json")
+    listed = {p["name"]: p for p in json.loads(out)}[preset]
+    shown = json.loads(run(capsys, "presets", "show", preset, "--json")[1])
+    report = inspect_json(capsys, "--preset", preset)
+    assert listed["layout_in_use"] == shown["layout_in_use"] == report["layout_in_use"]
+    text = invoke("inspect-context", "--preset", preset).output
+    first_table = next(ln for ln in text.splitlines() if "schedule '" in ln or "layout in" in ln)
+    assert f"'{report['layout_in_use']}'" in first_table  # the layout in use comes first
+
+
+def test_missing_base_weights_name_every_repo_with_size_and_exit_2(capsys, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    code, _, err = run(capsys, "check-weights", "--preset", "base")
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert "3 of 3 repos missing" in lines[0]
+    repos = ("lllyasviel/FramePackI2V_HY", "hunyuanvideo-community/HunyuanVideo",
+             "lllyasviel/flux_redux_bfl")  # fmt: skip
+    for repo in repos:
+        (line,) = [ln for ln in lines[1:] if f"hf download {repo}" in ln]
+        assert " GB" in line
+    assert len(lines) == 4
+
+
+def test_summary_in_given_order_each_error_once():
+    from rich.console import Console
+
+    from fpk.render import print_final_line, print_summary
+    from fpk.run.batch import Outcome
+
+    outcomes = [
+        Outcome("one", "done", "out/one.mp4", 1.0, 0, 30, "64x64", "out/one.json"),
+        Outcome("two", "failed", "two.png: no such file; check the path", 0.0, 2),
+        Outcome("three", "skipped", "out/three.mp4"),
+    ]
+    console = Console(record=True, width=100)
+    print_summary(outcomes, console)
+    print_final_line(outcomes, 12.34, 3.2, console)
+    text = console.export_text()
+    assert text.index("one") < text.index("two") < text.index("three")
+    assert text.count("no such file") == 1 and "see below" not in text
+    assert "1 done, 1 skipped, 1 failed: 12.3 s wall, models 3.2 s" in text
+
+
+def test_single_job_final_line():
+    from rich.console import Console
+
+    from fpk.render import print_final_line
+    from fpk.run.batch import Outcome
+
+    console = Console(record=True, width=200)
+    done = Outcome("demo", "done", "out/demo.mp4", 8.3, 0, 150, "64x64", "out/demo.json")
+    print_final_line([done], 15.5, 5.1, console)
+    assert console.export_text().strip() == (
+        "done out/demo.mp4: 150 frames, 64x64, 15.5 s wall, models 5.1 s; sidecar out/demo.json"
+    )
+
+
+def _section(section: int, order: int, positions: tuple[int, int]):
+    from fpk import events as ev
+
+    groups = (("(1,2,2)", 1560), ("(2,4,4)", 390), ("(4,8,8)", 416), ("anchor", 1560))
+    return ev.SectionStarted("a-long-job-name", order, section, 600, positions, groups, 3926,
+                             14040)  # fmt: skip
+
+
+def test_section_lines_fit_100_columns_and_name_the_padding():
+    from fpk.render import section_line
+
+    seen: dict = {}
+    lines = []
+    for order, section in enumerate(range(599, -1, -1)):  # inverted: the end first
+        e = _section(section, order, (1 + 9 * min(section, 3), 9 + 9 * min(section, 3)))
+        lines.append(section_line(e, seen, "released"))
+        seen.setdefault(tuple(e.positions), e.section)
+    assert max(map(len, lines)) < 100
+    assert "released padding" not in lines[0]
+    assert "t 28..36, as in 600 (released padding)" in lines[1]
+    assert lines[0].startswith("  section 600/600 (order 1)")
+
+
+def test_progress_renders_loading_and_verbose_context():
+    from rich.console import Console
+
+    from fpk import events as ev
+    from fpk.render import ProgressRenderer
+
+    console = Console(record=True, width=100)
+    with ProgressRenderer(console, verbose=True) as r:
+        r(ev.Loading("", "transformer", "/weights/tiny/transformer"))
+        r(ev.Loaded("", 2.5))
+        r(ev.JobStarted("demo", 1, 1, 150, 60, 25, "inverted", 0, "released"))
+        r(_section(59, 0, (28, 36)))
+    text = console.export_text()
+    assert "models loaded in 2.5 s" in text
+    assert "context (1,2,2) 1,560 + (2,4,4) 390" in text  # -v: group by group
+    assert "checking jobs" not in text  # the spinner goes when it is done
