@@ -71,8 +71,10 @@ def test_no_keep_source_and_odd_source(capsys, tiny_saved, tmp_path):
     code, _, err = extend(capsys, weights, tmp_path / "o", str(clip), "--no-keep-source",
                           "--len", "1s", "--name", "y", *FAST)  # fmt: skip
     assert code == 0, err
-    frames, _, fps = read_video(tmp_path / "o" / "y.mp4")
+    frames, tags, fps = read_video(tmp_path / "o" / "y.mp4")
     assert fps == 30 and frames.shape[0] == 30
+    assert "description" not in tags and "fpk_prompt" not in tags  # no prompt: no empty tags
+    assert tags["fpk_source"] == "odd.mp4"
     assert frames.shape[1] > frames.shape[2]  # portrait: 48x64 shown rotated is 64 tall
 
 

@@ -53,6 +53,7 @@ def test_exact_frame_count_every_sampler(capsys, tiny_saved, images, tmp_path, s
     assert tags["fpk_prompt"] == "a red circle"
     side = json.loads(video.with_suffix(".json").read_text())
     assert side["frames"] == 45 and side["job"]["sampler"] == sampler
+    assert side["job"]["resolution"] == side["resolution"] == "64x64"  # as run, not null
     assert len(side["section_seconds"]) == side["sections"] == 6  # 1 + 4*2*6 >= 45
     assert not (tmp_path / ".fpk-work").exists()
 
