@@ -105,6 +105,24 @@ PreviewOpt = Annotated[
     bool,
     _flag("preview", "Keep OUT/.fpk-work/NAME/preview.png, a contact sheet of each running job."),
 ]
+ExecutorOpt = Annotated[
+    str, typer.Option("--executor", help="local (this process) or ray (a Ray cluster).")
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray cluster: auto or HOST:PORT (default: start one here)."),
+]
+GpusPerWorkerOpt = Annotated[
+    float, typer.Option("--gpus-per-worker", help="Ray: GPUs per worker (CPU workers if none).")
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", help="Ray: at most this many workers (default: one per slot)."),
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option("--shard", help="Run only share I/N of the manifest (array jobs: 1/N .. N/N)."),
+]
 EventsJsonOpt = Annotated[bool, _flag("json", "One JSON event per line (README: JSON events).")]
 
 
@@ -276,7 +294,30 @@ class RunArgs:
     quiet: QuietOpt = False
     verbose: VerboseOpt = False
     preview: PreviewOpt = True
+    executor: ExecutorOpt = "local"
+    address: AddressOpt = None
+    gpus_per_worker: GpusPerWorkerOpt = 1.0
+    workers: WorkersOpt = None
+    shard: ShardOpt = None
     as_json: EventsJsonOpt = False
+
+    def placement(self) -> dict:
+        """batch.generate's `shard` and `ray` arguments, checked."""
+        from fpk.run.distributed import RaySpec, parse_shard
+
+        if self.executor not in ("local", "ray"):
+            raise UsageError(f"--executor '{self.executor}' is not local or ray")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        if self.shard is not None and self.manifest is None:
+            raise UsageError("--shard splits a manifest: give --manifest too")
+        spec = RaySpec(self.address, self.gpus_per_worker, self.workers)
+        if self.executor == "ray":
+            from fpk.run.distributed import import_ray
+
+            import_ray()  # says how to install it before anything loads
+        return {"shard": parse_shard(self.shard) if self.shard else None,
+                "ray": spec if self.executor == "ray" else None}  # fmt: skip
 
 
 def _run_parameters() -> list[inspect.Parameter]:
@@ -341,6 +382,7 @@ def _run_jobs(flags: dict, run: RunArgs) -> None:
     _quiet_libraries()
     p = load_preset(run.preset)
     manifest = run.manifest
+    placement = run.placement()
     entries = read_manifest(manifest) if manifest else [{}]
     stop = _StopFlag()
     with _sink(run, batch=manifest is not None) as sink, stop:
@@ -348,7 +390,7 @@ def _run_jobs(flags: dict, run: RunArgs) -> None:
             outcomes = batch.generate(
                 p, entries, flags, run.out, manifest=manifest, weights_dir=run.weights,
                 device=run.device, dtype=run.dtype, sink=sink, should_stop=stop,
-                overwrite=run.overwrite, preview=run.preview,
+                overwrite=run.overwrite, preview=run.preview, **placement,
             )  # fmt: skip
         except Cancelled:
             typer.echo(

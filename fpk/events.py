@@ -20,7 +20,28 @@ class Event:
     job: str
 
     def as_dict(self) -> dict:
-        return {"event": type(self).__name__, "schema": SCHEMA, **asdict(self)}
+        worker = vars(self).get("worker")  # set by on_worker where a Ray worker sent it
+        return {"event": type(self).__name__, "schema": SCHEMA, **asdict(self),
+                **({"worker": worker} if worker else {})}  # fmt: skip
+
+
+def on_worker(event: Event, worker: str) -> Event:
+    """`event` tagged with the Ray worker that sent it (`worker` in its JSON line)."""
+    object.__setattr__(event, "worker", worker)
+    return event
+
+
+def worker_of(event: Event) -> str:
+    return vars(event).get("worker", "")
+
+
+@dataclass(frozen=True)
+class WorkerStarted(Event):
+    """A Ray worker is up (`--executor ray`): its name, host and pid; `job` is ""."""
+
+    worker: str
+    host: str
+    pid: int
 
 
 @dataclass(frozen=True)

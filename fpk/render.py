@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
@@ -153,11 +154,9 @@ class ProgressRenderer:
             console=self.console,
             transient=False,
         )
-        self.job_task = self.section_task = self.load_task = None
+        self.load_task = None
         self.loading_seconds: float | None = None
-        self._t = 0.0
-        self._padding = ""
-        self._seen: dict[tuple[int, int], int] = {}  # RoPE positions -> first section with them
+        self.jobs: dict[str, _JobView] = {}  # running jobs (several at once on Ray workers)
 
     def __enter__(self) -> ProgressRenderer:
         self.progress.start()
@@ -165,13 +164,18 @@ class ProgressRenderer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._reset()
+        for name in list(self.jobs):
+            self._end(name)
+        self._end_loading()
         self.progress.stop()
 
     def __call__(self, event: Any) -> None:
         from fpk import events as ev
 
         handler = {
+            ev.WorkerStarted: lambda e: self._print(
+                e, f"worker {e.worker} on {e.host}, pid {e.pid}"
+            ),
             ev.Loading: self._loading,
             ev.Loaded: self._loaded,
             ev.JobStarted: self._job_started,
@@ -181,10 +185,20 @@ class ProgressRenderer:
             ev.JobDone: self._job_done,
             ev.JobSkipped: self._job_skipped,
             ev.JobFailed: self._job_failed,
-            ev.Message: lambda e: self.progress.console.print(e.text),
+            ev.Message: lambda e: self._print(e, e.text),
         }.get(type(event))
         if handler is not None:
             handler(event)
+
+    def _print(self, e: Any, text: str) -> None:
+        """A line, with the Ray worker that sent `e` in front where one did."""
+        from rich.markup import escape
+
+        from fpk.events import worker_of
+
+        worker = worker_of(e)
+        line = f"{escape(f'[{worker}]')} {text}" if worker else text
+        self.progress.console.print(line, highlight=False)
 
     def _loading(self, e: Any) -> None:
         text = f"loading {e.component} from {_short_path(e.source)}"
@@ -195,66 +209,88 @@ class ProgressRenderer:
 
     def _loaded(self, e: Any) -> None:
         self.loading_seconds = e.seconds
-        self._reset()
-        self.progress.console.print(f"models loaded in {e.seconds:.1f} s")
+        self._end_loading()
+        self._print(e, f"models loaded in {e.seconds:.1f} s")
+
+    def _end_loading(self) -> None:
+        if self.load_task is not None:
+            self.progress.remove_task(self.load_task)
+            self.load_task = None
 
     def _job_started(self, e: Any) -> None:
-        self._reset()
-        self._padding, self._seen = e.padding, {}
+        self._end_loading()
+        self._end(e.job)
         resumed = f", resuming {e.resumed_sections} done" if e.resumed_sections else ""
-        self.job_task = self.progress.add_task(
+        task = self.progress.add_task(
             f"[bold]{e.job}[/] {e.index}/{e.total}: {e.frames} frames, {e.sampler}{resumed}",
             total=e.sections,
             rate="",
         )
+        self.jobs[e.job] = _JobView(task, e.padding)
 
     def _section_started(self, e: Any) -> None:
         import time
 
-        self.progress.console.print(section_line(e, self._seen, self._padding), highlight=False)
+        view = self.jobs.get(e.job)
+        if view is None:
+            return
+        self._print(e, section_line(e, view.seen, view.padding))
         if self.verbose:
             groups = " + ".join(f"{k} {n:,}" for k, n in e.context)
-            self.progress.console.print(f"    context {groups}", highlight=False)
-        self._seen.setdefault(tuple(e.positions), e.section)
-        if self.section_task is not None:
-            self.progress.remove_task(self.section_task)
+            self._print(e, f"    context {groups}")
+        view.seen.setdefault(tuple(e.positions), e.section)
+        if view.section_task is not None:
+            self.progress.remove_task(view.section_task)
         label = f"  section {e.section + 1}/{e.sections}"
-        self.section_task = self.progress.add_task(label, total=None, rate="")
-        self._t = time.perf_counter()
+        view.section_task = self.progress.add_task(label, total=None, rate="")
+        view.started = time.perf_counter()
 
     def _step_done(self, e: Any) -> None:
         import time
 
-        if self.section_task is None:
+        view = self.jobs.get(e.job)
+        if view is None or view.section_task is None:
             return
-        rate = (time.perf_counter() - self._t) / e.step
-        self.progress.update(self.section_task, total=e.steps, completed=e.step,
+        rate = (time.perf_counter() - view.started) / e.step
+        self.progress.update(view.section_task, total=e.steps, completed=e.step,
                              rate=f"{rate:.2f} s/step")  # fmt: skip
 
     def _section_done(self, e: Any) -> None:
-        if self.job_task is not None:
-            self.progress.advance(self.job_task)
+        view = self.jobs.get(e.job)
+        if view is not None:
+            self.progress.advance(view.job_task)
 
     def _job_done(self, e: Any) -> None:
-        self._reset()
+        self._end(e.job)
         size = f", {e.resolution}" if e.resolution else ""
-        self.progress.console.print(
-            f"[green]done[/] {e.path} ({e.frames} frames{size}, {e.seconds:.1f} s)"
-        )
+        self._print(e, f"[green]done[/] {e.path} ({e.frames} frames{size}, {e.seconds:.1f} s)")
 
     def _job_skipped(self, e: Any) -> None:
-        self.progress.console.print(f"[cyan]skipped[/] {e.job}: {e.reason} ({e.path})")
+        self._print(e, f"[cyan]skipped[/] {e.job}: {e.reason} ({e.path})")
 
     def _job_failed(self, e: Any) -> None:
-        self._reset()
+        self._end(e.job)
         if self.batch:  # the error itself is in the summary, once
-            self.progress.console.print(f"[red]failed[/] {e.job}")
+            self._print(e, f"[red]failed[/] {e.job}")
 
-    def _reset(self) -> None:
-        for task in (self.section_task, self.job_task, self.load_task):
+    def _end(self, job: str) -> None:
+        view = self.jobs.pop(job, None)
+        if view is None:
+            return
+        for task in (view.section_task, view.job_task):
             if task is not None:
                 self.progress.remove_task(task)
-        self.section_task = self.job_task = self.load_task = None
+
+
+@dataclass
+class _JobView:
+    """A running job's bars, and the RoPE positions its sections had (to name repeats)."""
+
+    job_task: Any
+    padding: str
+    section_task: Any = None
+    started: float = 0.0
+    seen: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 def section_line(e: Any, seen: dict[tuple[int, int], int], padding: str) -> str:

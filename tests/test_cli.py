@@ -160,22 +160,30 @@ def invoke(*args: str, **env: str):
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "100", **env})
 
 
+def _words(text: str) -> str:
+    """Help text without its box and wrapping: words separated by one space."""
+    import re
+
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
 def test_help_shows_every_default_and_on_off_flags():
-    text = invoke("generate", "--help").output
+    raw = invoke("generate", "--help").output
+    text = _words(raw)
     assert "tiny 5, base 9" in text  # --window: the preset's, read from each preset
     for default in ("default 5s", "default 31337", "default 1.0", "default released"):
         assert default in text, default
     assert "bfloat16 on a GPU, float32 on a CPU" in text  # --dtype
     assert "bucket nearest the input's" in text  # --resolution
     for flag in ("overwrite", "quiet", "json", "preview"):
-        line = next(ln for ln in text.splitlines() if f"--{flag} " in ln)
+        line = next(ln for ln in raw.splitlines() if f"--{flag} " in ln)
         assert f"--no-{flag}" in line and "<bool>" not in line, line
     assert "[default: tiny]" in text
 
 
 @pytest.mark.parametrize("command", COMMANDS + ["presets"])
 def test_every_command_has_an_example(command):
-    text = invoke(command, "--help").output
+    text = _words(invoke(command, "--help").output)
     assert "Example:" in text
     assert EXAMPLES[command].split()[1] in text  # e.g. "generate"
 
@@ -298,7 +306,7 @@ def test_progress_renders_loading_and_verbose_context():
     with ProgressRenderer(console, verbose=True) as r:
         r(ev.Loading("", "transformer", "/weights/tiny/transformer"))
         r(ev.Loaded("", 2.5))
-        r(ev.JobStarted("demo", 1, 1, 150, 60, 25, "inverted", 0, "released"))
+        r(ev.JobStarted("a-long-job-name", 1, 1, 150, 600, 25, "inverted", 0, "released"))
         r(_section(59, 0, (28, 36)))
     text = console.export_text()
     assert "models loaded in 2.5 s" in text

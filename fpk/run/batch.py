@@ -67,31 +67,60 @@ def run_batch(
 ) -> list[Outcome]:
     """Run the planned jobs; the models load only if some job needs running. Outcomes come
     in manifest order; `preview`: each job keeps a contact sheet of its finished sections."""
-    outcomes: dict[int, Outcome] = {}
-    todo: list[tuple[int, JobSpec]] = []
-    for i, p in enumerate(planned):
-        if p.job is None:
-            outcomes[i] = Outcome(p.label, "failed", str(p.error), code=p.error.exit_code)
-            sink(ev.JobFailed(p.label, str(p.error)))
-        elif not overwrite and is_done(p.job):
-            outcomes[i] = _skipped(p.label, p.job, "already done with these settings", sink)
-        else:
-            todo.append((i, p.job))
+    outcomes, todo = triage(planned, sink, overwrite)
     if todo:
-        for _, job in todo:
-            check_writable(job.out)
         t0 = time.perf_counter()
         runtime = load_runtime(sink)
         sink(ev.Loaded("", round(time.perf_counter() - t0, 3)))
         claims = claim_each(todo, lambda item: item[1], should_stop)  # one process a job
         with contextlib.closing(claims):
             for n, (i, job) in claims:
-                if not overwrite and is_done(job):
-                    outcomes[i] = _skipped(job.name, job, "made by another fpk process", sink)
-                    continue
                 progress = ev.Progress(sink, should_stop, n, len(todo), preview)
-                outcomes[i] = _run_one(run_one, runtime, job, progress)
+                outcomes[i] = _unless_made(run_one, runtime, job, progress, overwrite)
     return [outcomes[i] for i in sorted(outcomes)]
+
+
+def triage(
+    planned: list[Planned], sink: ev.EventSink, overwrite: bool
+) -> tuple[dict[int, Outcome], list[tuple[int, JobSpec]]]:
+    """The outcomes known before any model loads (bad jobs, finished ones), by manifest index,
+    and the (index, job) pairs left to run."""
+    outcomes: dict[int, Outcome] = {}
+    todo: list[tuple[int, JobSpec]] = []
+    for i, p in enumerate(planned):
+        if p.job is None:
+            assert p.error is not None
+            outcomes[i] = Outcome(p.label, "failed", str(p.error), code=p.error.exit_code)
+            sink(ev.JobFailed(p.label, str(p.error)))
+        elif not overwrite and is_done(p.job):
+            outcomes[i] = _skipped(p.label, p.job, "already done with these settings", sink)
+        else:
+            todo.append((i, p.job))
+    for _, job in todo:
+        check_writable(job.out)
+    return outcomes, todo
+
+
+def run_claimed(
+    run_one: Callable[..., Path],
+    runtime: Any,
+    job: JobSpec,
+    progress: ev.Progress,
+    overwrite: bool,
+) -> Outcome:
+    """`job` run with its lock held (see fpk.run.locks); skipped if another process made it."""
+    claims = claim_each([job], lambda j: j, progress.should_stop)
+    with contextlib.closing(claims):
+        for _, job in claims:
+            return _unless_made(run_one, runtime, job, progress, overwrite)
+    raise AssertionError("claim_each yields every job")  # pragma: no cover
+
+
+def _unless_made(run_one, runtime: Any, job: JobSpec, progress: ev.Progress, overwrite: bool):
+    """A claimed job's outcome: skipped where another process made it while we waited."""
+    if not overwrite and is_done(job):
+        return _skipped(job.name, job, "made by another fpk process", progress.sink)
+    return _run_one(run_one, runtime, job, progress)
 
 
 def _run_one(run_one: Callable[..., Path], runtime: Any, job: JobSpec, progress: ev.Progress):
@@ -142,13 +171,26 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
     overwrite: bool = False,
     preview: bool = False,
+    shard: tuple[int, int] | None = None,
+    ray: Any = None,
 ) -> list[Outcome]:
-    """`fpk generate` (and `fpk extend`, whose entries carry `video`): plan, load, run."""
+    """`fpk generate` (and `fpk extend`, whose entries carry `video`): plan, load, run; only
+    shard (I, N) of the manifest's entries where given; on a Ray cluster where `ray` (a
+    `fpk.run.distributed.RaySpec`) is given."""
     from fpk.model.loading import COMPONENTS
     from fpk.run.jobs import plan_jobs
 
     identity = weights_identity(preset, weights_dir, list(COMPONENTS))
     planned = plan_jobs(preset, entries, flags, out, manifest, identity)
+    if shard is not None:
+        from fpk.run.distributed import shard_of
+
+        planned = shard_of(planned, *shard)
+    if ray is not None:
+        from fpk.run import distributed as d
+
+        models = d.Models(preset, weights_dir, device, dtype)
+        return d.run_on_ray(ray, planned, models, sink, should_stop, overwrite, preview)
 
     def load(sink: ev.EventSink):
         return load_runtime(preset, weights_dir, device, dtype, sink)
