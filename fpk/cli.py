@@ -358,11 +358,12 @@ def _job_options(command: str):
 def _job_parameter(field) -> inspect.Parameter:
     metavar = "" if field.kind is bool else None
     option = typer.Option(*field.declaration(), help=field.describe(), metavar=metavar)
+    kind = list[str] if field.kind is list else field.kind  # a list: a repeatable option
     return inspect.Parameter(
         field.name,
         inspect.Parameter.POSITIONAL_OR_KEYWORD,
         default=None,
-        annotation=Annotated[field.kind | None, option],
+        annotation=Annotated[kind | None, option],
     )
 
 

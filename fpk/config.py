@@ -100,6 +100,7 @@ class Sampling:
     crf: int = 16
     sampler: str = "inverted"
     solver: str = "unipc"
+    lora: tuple[str, ...] = ()  # PATH[:WEIGHT] each, relative to the preset file
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormContinuous
@@ -267,8 +268,9 @@ def _rotate(x: torch.Tensor, freqs: tuple[torch.Tensor, torch.Tensor]) -> torch.
     return (x.float() * cos + rotated.float() * sin).to(x.dtype)
 
 
-class FramePackTransformer(ModelMixin, ConfigMixin):
-    """HunyuanVideo dual/single-stream transformer with a packed history context."""
+class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
+    """HunyuanVideo dual/single-stream transformer with a packed history context; LoRAs load
+    through diffusers' PEFT integration (fpk.model.lora)."""
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["HunyuanVideoTransformerBlock", "HunyuanVideoSingleTransformerBlock"]

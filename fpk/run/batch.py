@@ -221,7 +221,8 @@ def load_runtime(
 
 
 def run_any(runtime: Runtime, job: JobSpec, progress: ev.Progress) -> Path:
-    """Generate, or extend where the job names a clip."""
+    """Generate, or extend where the job names a clip; with the job's LoRAs fused."""
+    runtime.use_loras(job.lora)
     if job.video is not None:
         from fpk.run.extend import run_extend
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from fpk.config import Preset, Resolution, check_resolution, parse_resolution, read_toml
 from fpk.errors import ConfigError, FpkError, UsageError
+from fpk.model.lora import LoraRef
 from fpk.run.options import EXTEND_KEYS, FIELDS, KEYS, PATH_KEYS, ExtendSpec
 from fpk.sampling.prompts import parse_prompt
 from fpk.sampling.timeline import parse_length
@@ -51,6 +52,7 @@ class JobSpec:
     video: Path | None = None  # fpk extend: the clip to continue
     extend: ExtendSpec = ExtendSpec()  # fpk extend's own settings
     weights_identity: str = ""
+    lora: tuple[LoraRef, ...] = ()  # fused into the transformer for this job
 
     @property
     def output(self) -> Path:
@@ -66,6 +68,7 @@ class JobSpec:
             data[key] = None if data[key] is None else str(data[key])
         data["resolution"] = None if self.resolution is None else str(self.resolution)
         data["extend"] = self.extend.as_dict()
+        data["lora"] = [ref.as_dict() for ref in self.lora]
         return data
 
     @property
@@ -76,6 +79,9 @@ class JobSpec:
         for key in ("image", "end_image"):  # the file's content, not its path
             path = getattr(self, key)
             data[key] = _file_digest(path) if path is not None else None
+        data["lora"] = [[ref.sha256, ref.weight] for ref in self.lora]  # content, not path
+        if not self.lora:
+            data.pop("lora")  # hashes of jobs without LoRAs as before LoRAs existed
         if self.video is not None:  # a clip may be large: its size and time stand for it
             st = self.video.stat()
             data["video"] = f"{st.st_size}-{st.st_mtime_ns}"
@@ -117,6 +123,8 @@ def resolve_job(
         resolution=_resolution(got["resolution"], preset),
         extend=ExtendSpec(**{k: got[k] for k in EXTEND_KEYS}),
         weights_identity=weights_identity,
+        lora=_loras(got["lora"], base if values.get("lora") is not None else preset.source.parent,
+                    preset),
     )  # fmt: skip
     parse_prompt(spec.prompt)
     _check_files(spec)
@@ -126,8 +134,21 @@ def resolve_job(
 
 #: Fields that go into the JobSpec as they are checked (the rest are derived from or wrapped).
 _SPEC_KEYS = tuple(
-    f.name for f in FIELDS if not f.extend and f.name not in ("prompt", "len", "resolution", "name")
+    f.name
+    for f in FIELDS
+    if not f.extend and f.name not in ("prompt", "len", "resolution", "name", "lora")
 )
+
+
+def _loras(texts: tuple[str, ...], base: Path | None, preset: Preset) -> tuple[LoraRef, ...]:
+    """Each PATH[:WEIGHT], its file hashed and its keys checked against the preset's
+    transformer (relative to `base`: the manifest's folder, or the preset file's)."""
+    from fpk.model.lora import check_lora, parse_lora
+
+    refs = tuple(parse_lora(text, base) for text in texts)
+    for ref in refs:
+        check_lora(ref, preset)
+    return refs
 
 
 def _checked(values: dict[str, Any], preset: Preset) -> dict[str, Any]:

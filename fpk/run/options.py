@@ -56,6 +56,8 @@ class JobField:
             raise UsageError(f"{self.name} must be text, got {value!r}")
         if self.kind is bool and not isinstance(value, bool):
             raise UsageError(f"{self.option} must be true or false, got {value!r}")
+        if self.kind is list:
+            return _texts(value, self.option)
         return value
 
     def describe(self) -> str:
@@ -81,7 +83,8 @@ def preset_defaults(attr: str) -> str:
     names = (c.DEFAULT_PRESET, "base")
     values = {name: getattr(c.load_preset(name).sampling, attr) for name in names}
     if len(set(values.values())) == 1:
-        return f"{next(iter(values.values()))} in every preset"
+        value = next(iter(values.values()))
+        return f"{value if value != () else 'none'} in every preset"
     return ", ".join(f"{name} {value}" for name, value in values.items())
 
 
@@ -179,6 +182,9 @@ FIELDS: tuple[JobField, ...] = (
     JobField("crf", int, "H.264 quality, 0 lossless.", preset="crf", low=0, high=51),
     JobField("fps", int, "Output frame rate.", preset="fps", low=1, high=240),
     JobField("name", str, "Output name (default: input stem + settings hash)."),
+    JobField(
+        "lora", list, "LoRA PATH[:WEIGHT] (repeatable; .safetensors).", preset="lora"
+    ),  # fmt: skip
 )
 BY_NAME = {f.name: f for f in FIELDS}
 KEYS = tuple(BY_NAME)  # what a manifest entry may set
@@ -209,6 +215,14 @@ class ExtendSpec:
             if value is not None:
                 out[key] = str(value) if isinstance(value, Path) else value
         return out
+
+
+def _texts(value: Any, option: str) -> tuple[str, ...]:
+    """A text or a list of texts -> a tuple of texts."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
+        raise UsageError(f"{option} must be a text or a list of texts, got {value!r}")
+    return tuple(items)
 
 
 def _int(value: Any, option: str, low: float | None, high: float | None) -> int:

@@ -9,6 +9,7 @@ import torch
 
 from fpk.config import Preset
 from fpk.model import conditioning as cond
+from fpk.model.lora import LoraRef, LoraState
 from fpk.model.packing import Schedule
 
 if TYPE_CHECKING:  # loading imports diffusers' models: only for the annotation
@@ -24,6 +25,7 @@ class Runtime:
     device: torch.device
     dtype: torch.dtype
     prompt_cache: dict[str, cond.PromptEmbeds] = field(default_factory=dict)
+    loras: LoraState = field(default_factory=LoraState)
 
     def __post_init__(self) -> None:
         vae = self.components.vae
@@ -38,6 +40,11 @@ class Runtime:
     def temporal(self) -> int:
         """Pixel frames a latent frame stands for (the VAE's temporal compression)."""
         return self.components.vae.config.temporal_compression_ratio
+
+    def use_loras(self, loras: tuple[LoraRef, ...]) -> None:
+        """Fuse a job's LoRAs into the transformer (unfusing the last job's; never reloading
+        the base weights)."""
+        self.loras.use(self.components.transformer, loras)
 
     def prompt(self, text: str) -> cond.PromptEmbeds:
         if text not in self.prompt_cache:
