@@ -56,11 +56,6 @@ def sidecar_core(path: Path) -> dict:
     return data
 
 
-def final_files(out: Path) -> dict[str, bytes]:
-    """Every mp4 and sidecar at a final path in `out`, by name."""
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix in (".mp4", ".json")}
-
-
 def assert_same_outputs(out: Path, reference: Path, names: list[str]) -> None:
     """Each job's decoded frames and sidecar (timings aside) equal the reference run's."""
     for name in names:
@@ -72,10 +67,15 @@ def assert_same_outputs(out: Path, reference: Path, names: list[str]) -> None:
 
 def assert_playable_or_absent(out: Path) -> None:
     """Nothing at a final path is truncated: every mp4 decodes to its sidecar's frame count."""
-    for video in out.glob("*.mp4"):
+    for video in final_paths(out, ".mp4"):
         side = video.with_suffix(".json")
         frames, _, _ = read_video(video)
         if side.exists():
             assert frames.shape[0] == json.loads(side.read_text())["frames"], video.name
-    for side in out.glob("*.json"):
+    for side in final_paths(out, ".json"):
         json.loads(side.read_text())  # complete JSON, never half a file
+
+
+def final_paths(out: Path, suffix: str) -> list[Path]:
+    """Files of `out` with `suffix`, hidden ones (partial files) aside."""
+    return [p for p in out.glob(f"*{suffix}") if not p.name.startswith(".")]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fpk.errors import UsageError
+from fpk.errors import OutputError, UsageError, writing
 
 # libx264 is not bit-exact from run to run here: its assembly picks code paths by the memory
 # alignment of its buffers (the Cache64 routines), and its frame and slice threads change its
@@ -46,6 +48,19 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")
 
 
+@contextmanager
+def publishing(path: Path) -> Iterator[Path]:
+    """A partial path to write `path` at: renamed into place if the block succeeds, removed if
+    it fails (an OSError becomes one OutputError line)."""
+    tmp = partial_path(path)
+    try:
+        with writing(path):
+            yield tmp
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def remove_partials(path: Path) -> None:
     """Remove what any process left half-written of `path` (call holding the job's lock)."""
     for stale in path.parent.glob(f".{path.name}.*.partial{path.suffix}"):
@@ -73,9 +88,10 @@ class VideoWriter:
         self.path = path
         self.tmp = partial_path(path)
         self.frames = 0
-        self._container = av.open(
-            str(self.tmp), mode="w", format="mp4", options={"movflags": "use_metadata_tags"}
-        )
+        with writing(path):
+            self._container = av.open(
+                str(self.tmp), mode="w", format="mp4", options={"movflags": "use_metadata_tags"}
+            )
         for key, value in (tags or {}).items():
             self._container.metadata[key] = value if isinstance(value, str) else json.dumps(value)
         self._fps = fps
@@ -93,8 +109,8 @@ class VideoWriter:
             out = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             # explicit timestamps at the stream's rate (x264's rate control reads them)
             out.pts, out.time_base = self.frames, Fraction(1, self._fps)
-            packet = self._stream.encode(out)
-            self._container.mux(packet)
+            with writing(self.path):
+                self._container.mux(self._stream.encode(out))
             self.frames += 1
 
     def write_frame(self, frame) -> None:
@@ -102,18 +118,32 @@ class VideoWriter:
         conversion, so lossless at CRF 0)."""
         frame.pts = None
         frame.time_base = Fraction(1, self._fps)  # the source's time base would be refused
-        self._container.mux(self._stream.encode(frame))
+        with writing(self.path):
+            self._container.mux(self._stream.encode(frame))
         self.frames += 1
 
     def close(self) -> Path:
-        self._container.mux(self._stream.encode())  # flush
-        self._container.close()
-        os.replace(self.tmp, self.path)
+        """Flush, close and rename into place; where that fails, nothing is left."""
+        try:
+            with writing(self.path):
+                self._container.mux(self._stream.encode())  # flush
+                self._container.close()
+                os.replace(self.tmp, self.path)
+        except OutputError:
+            self.abort()
+            raise
         return self.path
 
     def abort(self) -> None:
-        self._container.close()
-        self.tmp.unlink(missing_ok=True)
+        """Drop the partial file (its close may fail again, e.g. on a full disk)."""
+        import av
+
+        try:
+            self._container.close()
+        except (OSError, av.FFmpegError):
+            pass
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
         return self

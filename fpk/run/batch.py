@@ -22,7 +22,7 @@ from fpk.config import Preset
 from fpk.errors import FpkError
 from fpk.media.video import check_writable
 from fpk.run.jobs import JobSpec, Planned, is_done
-from fpk.run.locks import claim_each
+from fpk.run.locks import claim_each, tidy_done
 
 if TYPE_CHECKING:
     from fpk.run.runtime import Runtime
@@ -147,6 +147,7 @@ def _run_one(run_one: Callable[..., Path], runtime: Any, job: JobSpec, progress:
 
 
 def _skipped(name: str, job: JobSpec, reason: str, sink: ev.EventSink) -> Outcome:
+    tidy_done(job)
     sink(ev.JobSkipped(name, str(job.output), reason))
     return Outcome(name, "skipped", str(job.output), sidecar=str(job.sidecar))
 

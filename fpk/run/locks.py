@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from fpk.errors import writing
 from fpk.media.video import remove_partials
 from fpk.run.jobs import JobSpec
-from fpk.run.store import WORK_DIR
+from fpk.run.store import WORK_DIR, remove_folder, store_folder
 
 T = TypeVar("T")
 POLL_SECONDS = 0.5  # how often a process waiting for another's job tries its lock again
@@ -34,8 +35,9 @@ class JobLock:
         """Take the lock if no other process holds it; True if taken."""
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -78,6 +80,19 @@ def _same_file(fd: int, path: Path) -> bool:
 
 def lock_path(job: JobSpec) -> Path:
     return job.out / WORK_DIR / f"{job.name}.lock"
+
+
+def tidy_done(job: JobSpec) -> None:
+    """Remove the sections a run left of a job it finished (it was killed between writing the
+    sidecar and removing them), unless a process holds the job."""
+    if not store_folder(job).is_dir():
+        return
+    lock = JobLock(lock_path(job))
+    if lock.acquire():
+        try:
+            remove_folder(store_folder(job))
+        finally:
+            lock.release()
 
 
 def claim_each(

@@ -14,7 +14,7 @@ from fpk import events as ev
 from fpk.config import Resolution
 from fpk.media import decoding
 from fpk.media.decoding import stream_frames
-from fpk.media.video import VideoWriter, partial_path
+from fpk.media.video import VideoWriter, publishing
 from fpk.run.jobs import JobSpec
 from fpk.run.runtime import Runtime
 from fpk.sampling.timeline import SectionGrid
@@ -78,9 +78,8 @@ def write_sidecar(
         "seconds": round(seconds, 3),
         **(extra or {}),
     }
-    tmp = partial_path(job.sidecar)
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(job.sidecar)
+    with publishing(job.sidecar) as tmp:  # renamed into place when whole
+        tmp.write_text(json.dumps(data, indent=2))
 
 
 def _versions() -> dict[str, str]:

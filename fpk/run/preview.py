@@ -82,6 +82,7 @@ def contact_sheet(tiles: list[np.ndarray | None], shape: tuple[int, int], gap: i
 def _save_png(image: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)
+    from fpk.media.video import publishing
+
+    with publishing(path) as tmp:  # a full disk: one line, no partial file
+        Image.fromarray(image).save(tmp, format="PNG")

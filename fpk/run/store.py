@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from fpk.errors import writing
+
 WORK_DIR = ".fpk-work"  # beside the outputs: finished sections of unfinished jobs
 
 
@@ -20,10 +22,11 @@ class SectionStore:
     def __init__(self, folder: Path, settings_hash: str) -> None:
         self.folder = folder
         stamp = folder / "settings.hash"
-        if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != settings_hash):
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(settings_hash)
+        with writing(folder):
+            if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != settings_hash):
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(settings_hash)
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.safetensors"
@@ -37,18 +40,29 @@ class SectionStore:
     def save(self, name: str, latents: torch.Tensor) -> None:
         from safetensors.torch import save_file
 
-        tmp = self.folder / f".{name}.tmp"
-        save_file({"latents": latents.contiguous().cpu()}, str(tmp))
-        tmp.replace(self.path(name))
+        from fpk.media.video import publishing
+
+        with publishing(self.path(name)) as tmp:
+            save_file({"latents": latents.contiguous().cpu()}, str(tmp))
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-        try:
-            self.folder.parent.rmdir()  # the work folder goes once no job needs it
-        except OSError:
-            pass
+        remove_folder(self.folder)
+
+
+def remove_folder(folder: Path) -> None:
+    """A job's store, and the work folder once no job needs it."""
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:
+        pass
+
+
+def store_folder(job) -> Path:
+    """Where the finished sections of `job` (a JobSpec) are kept."""
+    return job.out / WORK_DIR / job.name
 
 
 def job_store(job) -> SectionStore:
     """The store of `job` (a JobSpec) in its output folder."""
-    return SectionStore(job.out / WORK_DIR / job.name, job.settings_hash)
+    return SectionStore(store_folder(job), job.settings_hash)
