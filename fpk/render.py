@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.progress import TaskID
 from rich.table import Table
 from rich.text import Text
 
@@ -154,7 +155,7 @@ class ProgressRenderer:
             console=self.console,
             transient=False,
         )
-        self.load_task = None
+        self.load_task: TaskID | None = None
         self.loading_seconds: float | None = None
         self.jobs: dict[str, _JobView] = {}  # running jobs (several at once on Ray workers)
 

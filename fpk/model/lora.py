@@ -22,6 +22,7 @@ import functools
 import hashlib
 import re
 import warnings
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def detect_format(keys: list[str]) -> str:
     return "peft"
 
 
-def to_peft(state: dict[str, torch.Tensor], modules: set[str], where: Path) -> dict:
+def to_peft(state: dict[str, torch.Tensor], modules: AbstractSet[str], where: Path) -> dict:
     """`state` in any supported format -> `{MODULE.lora_A.weight, MODULE.lora_B.weight}` for
     MODULEs of the transformer; alpha folded into lora_B. Unmatched keys are refused."""
     fmt = detect_format(list(state))
@@ -160,7 +161,7 @@ def _peft_pairs(state: dict[str, torch.Tensor], fmt: str) -> dict[str, list]:
     return _pairs_from(stripped.items(), _split)
 
 
-def _kohya_pairs(state: dict[str, torch.Tensor], modules: set[str]) -> dict[str, list]:
+def _kohya_pairs(state: dict[str, torch.Tensor], modules: AbstractSet[str]) -> dict[str, list]:
     by_flat = {m.replace(".", "_"): m for m in modules}
 
     def name_of(key: str):

@@ -152,7 +152,8 @@ class _Pool:
 
     def run(self, todo, should_stop, overwrite: bool, preview: bool) -> dict[int, Outcome]:
         pending = sorted(todo, key=lambda item: -item[1].frames)  # longest first
-        idle, running = list(self.actors), {}
+        idle = list(self.actors)
+        running: dict[Any, tuple[str, int, JobSpec]] = {}
         tried: dict[int, list[str]] = {}
         done: dict[int, Outcome] = {}
         n = 0
