@@ -112,6 +112,7 @@ class Weights:
     transformer_forward: str = ""
     components: str = ""
     image_encoder: str = ""
+    domain: str = ""  # "fpk-world": trained on fpk's synthetic world only (warns on photos)
     # download sizes (GB) of what fpk takes from each repo, for the missing-weights message
     transformer_gb: float = 0.0
     components_gb: float = 0.0

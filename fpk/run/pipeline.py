@@ -186,6 +186,7 @@ def sample_job(
     sink = progress.sink
     sink(ev.JobStarted(job.name, progress.index, progress.total, job.frames, sgrid.sections,
                        job.steps, job.sampler, len(done), job.padding))  # fmt: skip
+    _warn_if_unfamiliar(rt, job, sink)
     conds = conds or _conditions(rt, job, grid, size, store)
     prompts = prompts_per_section(rt, job, sgrid)
     negative = rt.prompt(job.negative_prompt) if job.cfg > 1 else None
@@ -235,6 +236,28 @@ def _key(step: SectionStep) -> str:
 
 def _keys(steps: list[SectionStep]) -> set[str]:
     return {_key(s) for s in steps}
+
+
+FAMILIAR_SHARE = 0.9  # of an image's pixels in the synthetic world's colours (tiny preset)
+
+
+def _warn_if_unfamiliar(rt: Runtime, job: JobSpec, sink: ev.EventSink) -> None:
+    """One warning line where the model was trained on fpk's synthetic world only and an input
+    image is unlike it, so that a photo's collapse is not taken for a bug."""
+    if rt.preset.weights.domain != "fpk-world":
+        return
+    from fpk.synthetic.world import palette_share
+
+    for flag, path in (("--image", job.image), ("--end-image", job.end_image)):
+        if (
+            path is not None
+            and palette_share(np.asarray(images.open_image(path, flag))) < FAMILIAR_SHARE
+        ):
+            sink(ev.Message(job.name, (
+                f"warning: {flag} {path.name} is unlike anything the '{rt.preset.name}' model "
+                "knows (fpk's synthetic world: one solid square or circle on a flat or "
+                "checkered background, like examples/start.png); expect a poor video"
+            )))  # fmt: skip
 
 
 def _conditions(

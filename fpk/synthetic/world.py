@@ -80,6 +80,16 @@ def _approach(start: int, goal: int, distance: int) -> int:
     return start + step if goal >= start else start - step
 
 
+def palette_share(image: np.ndarray, tolerance: int = 24) -> float:
+    """Share of the pixels of `image` (H, W, 3 uint8) within `tolerance` (per channel) of a
+    colour this world draws: 1.0 for its frames at any size, far less for a photo."""
+    palette = np.array([*COLOURS.values(), *(c for pair in BACKGROUNDS.values() for c in pair)])
+    step = max(1, max(image.shape[:2]) // 128)  # a sample of the pixels is enough
+    pixels = image[::step, ::step].reshape(-1, 1, 3).astype(np.int16)
+    near = (np.abs(pixels - palette[None]) <= tolerance).all(axis=-1).any(axis=-1)
+    return float(near.mean())
+
+
 def vocabulary() -> list[str]:
     """Every word a prompt of this world can use (for the tiny tokenizers)."""
     words = {"the", "on", "a", "background", "moves", "to", "corner", "and", "stops", "stays"}

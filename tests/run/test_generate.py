@@ -240,3 +240,19 @@ def test_output_path_is_a_file(capsys, tiny_saved, images, tmp_path):
     out.write_text("")
     code, _, err = generate(capsys, weights, out, "--image", str(images / "a.png"), "--len", "5f")
     assert code == 2 and "--out" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_image_unlike_the_tiny_world_gets_one_warning(capsys, tiny_saved, images, tmp_path):
+    from fpk.synthetic import world
+
+    _, _, weights = tiny_saved
+    Image.fromarray(world.render_frame(world.scene(3), 0)).save(tmp_path / "world.png")
+    for name, warned in (("a.png", True), ("world.png", False)):  # a.png: random noise
+        folder = images if name == "a.png" else tmp_path
+        code, out, err = run(
+            capsys, "generate", "--weights", str(weights), "--out", str(tmp_path / f"out-{name}"),
+            "--json", "--image", str(folder / name), "--len", "10f", *FAST,
+        )  # fmt: skip
+        assert code == 0, err
+        texts = [e["text"] for e in map(json.loads, out.splitlines()) if e["event"] == "Message"]
+        assert len([t for t in texts if t.startswith("warning: --image")]) == int(warned), texts

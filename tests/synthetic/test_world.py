@@ -40,3 +40,12 @@ def test_prompt_words_are_in_the_vocabulary():
     vocab = set(world.vocabulary())
     for seed in range(200):
         assert set(world.scene(seed).prompt.split()) <= vocab | {"top", "bottom"}
+
+
+def test_palette_share_tells_world_frames_from_photos():
+    import numpy as np
+
+    assert all(world.palette_share(world.render_frame(world.scene(s), 7)) == 1 for s in range(50))
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)  # noise: no palette at all
+    assert world.palette_share(photo) < 0.2
