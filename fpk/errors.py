@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-EXIT_FAILED = 1  # the job could not be done (missing weights, bad checkpoint, failed job)
-EXIT_USAGE = 2  # the request itself is wrong (bad option, bad preset, bad schedule)
+EXIT_FAILED = 1  # the job could not be done (a failed job, a full disk)
+EXIT_USAGE = 2  # the request itself is wrong (bad option, preset, schedule or weights)
 
 
 class FpkError(Exception):
@@ -32,7 +32,10 @@ class PackingError(UsageError):
 
 
 class WeightsError(FpkError):
-    """Weights are missing, unsafe (pickle), truncated or of another architecture."""
+    """Weights are missing, unsafe (pickle), truncated or of another architecture: bad input,
+    like any other (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 class OutputError(FpkError):

@@ -36,8 +36,9 @@ def probe(path: Path) -> ClipInfo:
     """What the header says about the clip; one clear error for everything unusable."""
     import av
 
-    if not path.is_file():
-        raise UsageError(f"clip {path}: no such file")
+    from fpk.media.images import require_file
+
+    require_file(path, "clip")
     if path.stat().st_size == 0:
         raise UsageError(f"clip {path}: the file is empty (0 bytes)")
     try:

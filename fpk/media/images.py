@@ -3,6 +3,7 @@ area (the nearest aspect ratio), resized to cover and centre-cropped."""
 
 from __future__ import annotations
 
+import errno
 import math
 from pathlib import Path
 
@@ -16,12 +17,26 @@ MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs before decoding
 MAX_ASPECT = 2.5  # widest bucket: width/height (or height/width)
 
 
+def require_file(path: Path, what: str) -> None:
+    """A UsageError unless `path` is a readable regular file, saying what it is instead."""
+    try:
+        path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UsageError(f"{what} {path}: a symlink loop (the link points back at itself); "
+                             "give the file itself") from None  # fmt: skip
+        raise UsageError(f"{what} {path}: no such file") from None
+    if path.is_dir():
+        raise UsageError(f"{what} {path}: is a folder, not a file; give one file in it")
+    if not path.is_file():
+        raise UsageError(f"{what} {path}: not a regular file")
+
+
 def open_image(path: Path, what: str = "--image"):
     """The image at `path` as RGB, or a UsageError naming what is wrong with it."""
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
-        raise UsageError(f"{what} {path}: no such file")
+    require_file(path, what)
     if path.stat().st_size == 0:
         raise UsageError(f"{what} {path}: the file is empty (0 bytes)")
     try:
@@ -36,7 +51,7 @@ def open_image(path: Path, what: str = "--image"):
                 raise UsageError(
                     f"{what} {path}: {w}x{h} is too small (at least {MIN_IMAGE_SIDE} px a side)"
                 )
-            return img.convert("RGB")
+            return _rgb(img)
     except Image.DecompressionBombError:
         raise UsageError(
             f"{what} {path}: the image is too large (over {MAX_IMAGE_PIXELS / 1e6:.0f} MP); "
@@ -48,6 +63,19 @@ def open_image(path: Path, what: str = "--image"):
         ) from None
     except OSError as err:
         raise UsageError(f"{what} {path}: cannot read the image ({err})") from None
+
+
+def _rgb(img):
+    """RGB as the photo is meant to be seen: EXIF orientation applied, 16-bit scaled to 8 bits
+    (PIL's own conversion clips it to white)."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I"):  # 16-bit (I;16) or 32-bit integer greyscale
+        deep = np.asarray(img).astype(np.uint32)
+        shift = 8 if deep.max() > 255 else 0
+        img = Image.fromarray((deep >> shift).clip(0, 255).astype(np.uint8))
+    return img.convert("RGB")
 
 
 def buckets(base: Resolution, multiple: int) -> list[Resolution]:

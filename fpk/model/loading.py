@@ -107,7 +107,7 @@ def resolve(
     if local.is_dir() or weights_dir is not None or where.startswith((".", "/", "~")):
         folder = local.expanduser() / sub if sub else local.expanduser()
         if not folder.is_dir():
-            raise WeightsError(_missing(preset, name, str(folder)))
+            raise WeightsError(_missing(preset, name, str(folder)) + _looks_like(local))
         return folder
     return _from_hub(preset, name, where, sub, offline)
 
@@ -133,6 +133,14 @@ def _missing(preset: Preset, name: str, where: str) -> str:
         f"weights for preset '{preset.name}' not found: no {name} folder at {where}; "
         "pass --weights DIR with the diffusers FramePack layout"
     )
+
+
+def _looks_like(folder: Path) -> str:
+    """What a --weights folder that lacks the layout looks like, if one component's folder."""
+    if (folder / "config.json").is_file() or list(folder.glob("*.safetensors*")):
+        return (f" ({folder} looks like one component's folder, e.g. the transformer's: pass the "
+                "folder above it, which holds transformer/, vae/, text_encoder/, ...)")  # fmt: skip
+    return ""
 
 
 class MissingWeightsError(WeightsError):
@@ -203,6 +211,12 @@ def safetensors_files(folder: Path, stem: str = TRANSFORMER_WEIGHTS) -> list[Pat
                 f"{index} is not a valid safetensors index; re-download it"
             ) from None
         files = [folder / s for s in shards]
+        outside = [s for s in shards if not (folder / s).resolve().is_relative_to(folder.resolve())]
+        if outside:
+            raise WeightsError(
+                f"{index} names shard '{outside[0]}' outside its folder; fpk reads only the "
+                "folder's own files: re-download it"
+            )
         missing = [f for f in files if not f.is_file()]
         if missing:
             raise WeightsError(

@@ -216,6 +216,16 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(
             f"--manifest {path}: not UTF-8 text (byte {err.start}); save it as UTF-8"
         ) from None
+    entries = _entries(path, text)
+    if not entries:
+        raise ConfigError(
+            f"--manifest {path}: no jobs in it; add a [[job]] table (TOML) or a JSON object "
+            "a line (JSONL)"
+        )
+    return entries
+
+
+def _entries(path: Path, text: str) -> list[dict[str, Any]]:
     if path.suffix == ".jsonl":
         return _jsonl_entries(path, text)
     if path.suffix == ".toml":

@@ -220,7 +220,7 @@ def _corrupt(folder, how):
         ("missing", "not found"),
     ],
 )
-def test_bad_checkpoints_one_line_exit_1(tiny_saved, tmp_path, capsys, how, needle):
+def test_bad_checkpoints_one_line_exit_2(tiny_saved, tmp_path, capsys, how, needle):
     _, _, folder = tiny_saved
     copy = tmp_path / "w"
     shutil.copytree(folder, copy)
@@ -238,7 +238,7 @@ def test_bad_checkpoints_one_line_exit_1(tiny_saved, tmp_path, capsys, how, need
             ]
         )
     err = capsys.readouterr().err
-    assert exit_.value.code == 1
+    assert exit_.value.code == 2  # bad input, like any other
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and needle in err, err
 
 
