@@ -9,7 +9,7 @@ at noisy latents and sigma). Sizes come from the models' configs, never from lit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,6 +31,8 @@ class SectionInputs:
     positions: torch.Tensor  # (B, S) model (RoPE) positions of the targets
     context: list[list[ContextGroup]]  # per sample, least important first
     guidance: torch.Tensor  # (B,) distilled guidance, already scaled
+    # the transformer's per-section preparation (context tokens, RoPE), made at the first step
+    prepared: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -86,7 +88,20 @@ def predict_flow(model, x: torch.Tensor, sigma: torch.Tensor, inputs: SectionInp
         target_positions=inputs.positions,
         context=inputs.context,
         guidance=inputs.guidance,
+        prepared=_prepared(model, x, inputs),
     )
+
+
+def _prepared(model, x: torch.Tensor, inputs: SectionInputs):
+    """The section's context tokens and RoPE, made once and reused by every step; None while
+    training (gradients flow into the history embedder) or for another model or size."""
+    if torch.is_grad_enabled() or not hasattr(model, "prepare"):
+        return None
+    key = (id(model), tuple(x.shape[-2:]))
+    if key not in inputs.prepared:
+        inputs.prepared.clear()
+        inputs.prepared[key] = model.prepare(inputs.positions, inputs.context, *x.shape[-2:])
+    return inputs.prepared[key]
 
 
 def tokens_per_frame(config, height: int, width: int) -> int:

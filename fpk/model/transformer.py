@@ -343,12 +343,15 @@ class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         target_positions: torch.Tensor,  # (B, S) timeline positions of the targets
         context: Sequence[Sequence[ContextGroup]],  # per sample, least important first
         guidance: torch.Tensor | None = None,  # (B,), already x1000
+        prepared: PreparedSection | None = None,  # `prepare` of this section (no grad)
     ) -> torch.Tensor:
         """Predicted flow (B, C, S, H, W) for the target frames."""
         batch, _, frames, height, width = hidden_states.shape
         p = self.config.patch_size
         targets = self.x_embedder(hidden_states)  # (B, S*h*w, D)
-        tokens, rope, valid = self.embed_sequence(targets, target_positions, context, height, width)
+        tokens, rope, valid = self.embed_sequence(
+            targets, target_positions, context, height, width, prepared
+        )
         temb, _ = self.time_text_embed(timestep, pooled_projections, guidance)
         text = self.context_embedder(encoder_hidden_states, timestep, encoder_attention_mask)
         image = self.image_projection(image_embeds)
@@ -367,28 +370,48 @@ class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         out = out.reshape(batch, frames, height // p, width // p, -1, 1, p, p)
         return out.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
-    def embed_sequence(self, targets, target_positions, context, height, width):
-        """Left-padded token sequences [context..., targets] with RoPE and a validity mask."""
+    def embed_sequence(self, targets, target_positions, context, height, width, prepared=None):
+        """Left-padded token sequences [context..., targets] with RoPE and a validity mask;
+        `prepared` (from `prepare`, the same section) skips what does not change per step."""
+        prepared = prepared or self.prepare(target_positions, context, height, width)
+        seqs = [torch.cat([ctx, targets[b]]) for b, ctx in enumerate(prepared.context_tokens)]
+        n = prepared.valid.shape[1]
+        tokens = torch.stack([F.pad(s, (0, 0, n - s.shape[0], 0)) for s in seqs])
+        return tokens, prepared.rope, prepared.valid
+
+    def prepare(self, target_positions, context, height, width) -> PreparedSection:
+        """What stays fixed while a section denoises: its packed context's tokens, the RoPE of
+        context and targets, the validity mask (FramePack recomputes none of it per step)."""
         patch: Kernel = (self.config.patch_size_t, self.config.patch_size, self.config.patch_size)
-        seqs, ropes = [], []
-        for b in range(targets.shape[0]):
-            parts = [self.clean_x_embedder(g) for g in context[b]] + [targets[b]]
+        p = self.config.patch_size
+        target_len = target_positions.shape[1] * (height // p) * (width // p)
+        parts, ropes = [], []
+        for b in range(target_positions.shape[0]):
+            groups = [self.clean_x_embedder(g) for g in context[b]]
+            weight = self.proj_out.weight  # no context (a text-to-video start frame): no tokens
+            parts.append(torch.cat(groups) if groups else weight.new_zeros(0, weight.shape[1]))
             freqs = [self.rope(g.positions, height, width, g.kernel, g.mode) for g in context[b]]
             freqs.append(self.rope(target_positions[b], height, width, patch))
-            seqs.append(torch.cat(parts))
             ropes.append([torch.cat([f[i] for f in freqs]) for i in range(2)])
-        n = max(s.shape[0] for s in seqs)
-        valid = torch.zeros(len(seqs), n, dtype=torch.bool, device=targets.device)
-        for b, s in enumerate(seqs):
-            valid[b, n - s.shape[0] :] = True
-        tokens = torch.stack([F.pad(s, (0, 0, n - s.shape[0], 0)) for s in seqs])
+        device = parts[0].device
+        n = max(c.shape[0] for c in parts) + target_len
+        valid = torch.zeros(len(parts), n, dtype=torch.bool, device=device)
+        for b, c in enumerate(parts):
+            valid[b, n - c.shape[0] - target_len :] = True
         rope = tuple(
-            torch.stack([F.pad(r[i], (0, 0, n - r[i].shape[0], 0)) for r in ropes]).to(
-                targets.device
-            )
+            torch.stack([F.pad(r[i], (0, 0, n - r[i].shape[0], 0)) for r in ropes]).to(device)
             for i in range(2)
         )
-        return tokens, rope, valid
+        return PreparedSection(parts, rope, valid)
+
+
+@dataclass(frozen=True)
+class PreparedSection:
+    """`FramePackTransformer.prepare`'s result: per-sample context tokens, RoPE, mask."""
+
+    context_tokens: list[torch.Tensor]
+    rope: tuple[torch.Tensor, ...]
+    valid: torch.Tensor
 
 
 class ImageProjection(nn.Module):

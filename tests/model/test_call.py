@@ -105,3 +105,40 @@ def test_blank_image_embeds_are_sized_by_the_encoders_configs():
     assert image_tokens(comps.image_encoder.config) == 16
     blank = blank_image_embeds(comps, torch.float16)
     assert blank.shape == (1, 16, 12) and blank.dtype == torch.float16 and not blank.any()
+
+
+def test_the_section_is_prepared_once_and_gives_the_same_flow(monkeypatch):
+    import torch
+
+    from fpk.model import call
+    from fpk.model.transformer import ContextGroup, FramePackTransformer
+
+    from ..conftest import TINY_ARCH
+
+    torch.manual_seed(0)
+    model = FramePackTransformer(**TINY_ARCH).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.1)
+    c, h, w = TINY_ARCH["in_channels"], 8, 8
+    groups = [ContextGroup(torch.randn(c, 2, h, w), torch.tensor([-2, -1]), (1, 2, 2))]
+    prompt = call.PromptEmbeds(torch.randn(1, 7, TINY_ARCH["text_embed_dim"]),
+                               torch.ones(1, 7, dtype=torch.bool),
+                               torch.randn(1, TINY_ARCH["pooled_projection_dim"]))  # fmt: skip
+    image = torch.randn(1, 5, TINY_ARCH["image_proj_dim"])
+    inputs = call.section_inputs([prompt], image, torch.tensor([[0, 1]]), [groups], 10.0)
+    x = torch.randn(1, c, 2, h, w)
+    calls = []
+    prepare = model.prepare
+    monkeypatch.setattr(model, "prepare", lambda *a: calls.append(1) or prepare(*a))
+    with torch.no_grad():
+        flows = [call.predict_flow(model, x, torch.tensor([s]), inputs) for s in (0.9, 0.5, 0.1)]
+        plain = model(hidden_states=x, timestep=torch.tensor([100.0]),
+                      encoder_hidden_states=prompt.embeds, encoder_attention_mask=prompt.mask,
+                      pooled_projections=prompt.pooled, image_embeds=image,
+                      target_positions=inputs.positions, context=[groups],
+                      guidance=inputs.guidance)  # fmt: skip
+    assert len(calls) == 2  # once for the three steps, once inside the plain forward
+    assert torch.equal(flows[2], plain)  # sigma 0.1 = timestep 100: the same flow, exactly
+    with torch.enable_grad():  # training: no cache (gradients reach the history embedder)
+        call.predict_flow(model, x, torch.tensor([0.5]), inputs)
+    assert len(calls) == 3
