@@ -107,23 +107,6 @@ def set_read_only(folder: Path, read_only: bool) -> None:
         subprocess.run(["chattr", "+i" if read_only else "-i", str(folder)], check=True)
 
 
-def can_make_read_only(probe: Path) -> bool:
-    """Whether `set_read_only` stops writes here (root on a file system without the immutable
-    attribute, or without chattr, cannot)."""
-    probe.mkdir(parents=True, exist_ok=True)
-    try:
-        set_read_only(probe, True)
-    except (OSError, subprocess.CalledProcessError):
-        return False
-    try:
-        (probe / "x").write_text("x")
-        return False
-    except OSError:
-        return True
-    finally:
-        set_read_only(probe, False)
-
-
 def arm_readonly(hit) -> None:
     from fpk.media.video import VideoWriter
 
