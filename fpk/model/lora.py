@@ -69,10 +69,11 @@ def parse_lora(text: str, base: Path | None = None) -> LoraRef:
         raise UsageError(f"--lora {path}: only .safetensors LoRAs are read (never pickle files)")
     if not -10 <= weight <= 10:
         raise UsageError(f"--lora {text}: weight {weight} is outside -10..10")
-    return LoraRef(path, weight, _sha256(path))
+    return LoraRef(path, weight, file_sha256(path))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's content, read in 1 MB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -16,7 +16,7 @@ from typing import Any
 
 from fpk.config import Preset, Resolution, check_resolution, parse_resolution, read_toml
 from fpk.errors import ConfigError, FpkError, UsageError
-from fpk.model.lora import LoraRef
+from fpk.model.lora import LoraRef, file_sha256
 from fpk.run.options import EXTEND_KEYS, FIELDS, KEYS, PATH_KEYS, ExtendSpec
 from fpk.sampling.prompts import parse_prompt
 from fpk.sampling.timeline import parse_length
@@ -78,7 +78,7 @@ class JobSpec:
             data.pop(key)
         for key in ("image", "end_image"):  # the file's content, not its path
             path = getattr(self, key)
-            data[key] = _file_digest(path) if path is not None else None
+            data[key] = file_sha256(path) if path is not None else None
         data["lora"] = [[ref.sha256, ref.weight] for ref in self.lora]  # content, not path
         if not self.lora:
             data.pop("lora")  # hashes of jobs without LoRAs as before LoRAs existed
@@ -87,14 +87,6 @@ class JobSpec:
             data["video"] = f"{st.st_size}-{st.st_mtime_ns}"
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_job(

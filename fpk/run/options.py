@@ -7,6 +7,7 @@ attribute ("the preset's"). Checks raise UsageError naming the option and the va
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class JobField:
         return [self.option]
 
 
+@functools.cache  # help text: each preset file read once per process
 def preset_defaults(attr: str) -> str:
     """`Preset.sampling.<attr>` of the default preset and of base: "tiny 5, base 9" (one value
     when they agree)."""
