@@ -41,7 +41,8 @@ EXAMPLES = {
     "inspect-context": "fpk inspect-context --preset base --history-frames 100",
     "check-weights": "fpk check-weights --preset base --weights ~/FramePack-weights",
     "presets": "fpk presets show base",
-    "train": "fpk train --component transformer --steps 200 --scenes 40 --run /tmp/run",
+    "train": "fpk train --lora --data my-clips/ --steps 600 --run /tmp/run  "
+    "(a LoRA: my-clips/ holds clip.mp4 + clip.txt pairs)",
 }
 
 
@@ -573,6 +574,22 @@ FirstShareOpt = Annotated[
         "of the video from the start image alone: the goal is only in the prompt).",
     ),
 ]
+LoraTrainOpt = Annotated[
+    bool,
+    _flag(
+        "lora",
+        "Train a LoRA of the transformer on --data (written as RUN/PRESET/lora/"
+        "pytorch_lora_weights.safetensors, for --lora).",
+    ),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="LoRA: a folder of clips with captions (clip.mp4 + clip.txt, or a .jsonl file).",
+    ),
+]
+RankOpt = Annotated[int, typer.Option("--rank", help="LoRA: the adapters' rank.")]
 TrainWeightsOpt = Annotated[
     Path | None,
     typer.Option("--weights", help="Components folder (default: the preset's embedded one)."),
@@ -595,13 +612,17 @@ def train(
     decoder_only: DecoderOnlyOpt = False,
     inflate: InflateOpt = False,
     first_share: FirstShareOpt = 0.0,
+    lora: LoraTrainOpt = False,
+    data: DataOpt = None,
+    rank: RankOpt = 16,
     weights: TrainWeightsOpt = None,
     run_dir: RunDirOpt = Path("training"),
     threads: ThreadsOpt = 0,
     seed: TrainSeedOpt = TRAIN_SEED,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a preset's transformer (or VAE) on fpk's synthetic world."""
+    """Train a preset's transformer (or VAE) on fpk's synthetic world, or a LoRA on your
+    clips (--lora --data FOLDER)."""
     from fpk.config import load_preset
     from fpk.model.loading import EMBEDDED_DIR
     from fpk.render import TrainRenderer
@@ -610,14 +631,18 @@ def train(
     _quiet_libraries()
     p = load_preset(preset)
     cfg = tr.TrainConfig(
-        component=component, steps=steps, batch=batch, lr=lr, scenes=scenes,
+        steps=steps, batch=batch, lr=lr, scenes=scenes,
         checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed,
         threads=threads, decoder_only=decoder_only, inflate=inflate, first_share=first_share,
+        data=data, rank=rank, component="lora" if lora else component,
     )  # fmt: skip
     folder = weights or EMBEDDED_DIR / p.name
     with _StopFlag() as stop, TrainRenderer(quiet, steps) as sink:
         ckpt = tr.train(p, folder, run_dir / p.name, cfg, resume, sink, stop)
-    typer.echo(f"checkpoint {ckpt}; weights in {folder}")
+    if lora:
+        typer.echo(f"checkpoint {ckpt}; LoRA {ckpt.parent / tr.LORA_FILE} (for --lora)")
+    else:
+        typer.echo(f"checkpoint {ckpt}; weights in {folder}")
 
 
 # --- registration, in the order people use the commands -----------------------------------

@@ -8,6 +8,10 @@ checkered background, 64x64 px at 30 fps. The prompt names the object and where 
 until it is there), or "... stays in place". Positions start on the 8-px grid of the tiny
 model's tokens and corners lie on it too, so that at every latent frame (4 pixel frames) the
 object has moved a whole number of tokens: a copy with a shift, which RoPE makes learnable.
+
+One motion is kept out of the shipped tiny model's training on purpose: "... moves in a
+circle" (`circling_scene`), a turn of radius RADIUS px every PERIOD frames, forever. It is what
+the LoRA demonstration (`benchmarks/lora_circle.py`) teaches the model from 8 clips.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ CORNERS: dict[str, tuple[int, int]] = {
 }
 STAY = "stays"
 GOALS = (*CORNERS, STAY)
+CIRCLE = "circle"  # not a goal: the LoRA demonstration's motion (see the module doc)
+RADIUS = 8  # pixels: the circle the object's top-left corner runs on
+PERIOD = 20  # pixel frames a turn takes: one section of the tiny preset (5 latent frames)
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,19 @@ class Scene:
         what = f"the {self.colour} {self.shape} on a {self.background} background"
         if self.goal == STAY:
             return f"{what} stays in place"
+        if self.goal == CIRCLE:
+            return f"{what} moves in a circle"
         return f"{what} moves to the {self.goal} corner and stops"
 
     def position(self, frame: int) -> tuple[int, int]:
         """Top-left corner of the object at pixel frame `frame`."""
         if self.goal == STAY:
             return self.start
+        if self.goal == CIRCLE:  # clockwise on screen, from the circle's leftmost point
+            angle = 2 * np.pi * frame / PERIOD
+            x = self.start[0] + RADIUS * (1 - np.cos(angle))
+            y = self.start[1] - RADIUS * np.sin(angle)
+            return round(float(x)), round(float(y))
         (sx, sy), (gx, gy) = self.start, CORNERS[self.goal]
         return _approach(sx, gx, SPEED * frame), _approach(sy, gy, SPEED * frame)
 
@@ -106,6 +120,21 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         background=str(rng.choice(list(BACKGROUNDS))),
         start=(int(rng.integers(cells)) * GRID, int(rng.integers(cells)) * GRID),
         goal=str(rng.choice(GOALS, p=[0.225] * 4 + [0.1])),
+    )
+
+
+def circling_scene(seed: int) -> Scene:
+    """The circling scene of `seed` (deterministic; seeds from HELD_OUT for held-out ones):
+    starts on the token grid where the whole circle stays in the frame."""
+    rng = np.random.default_rng([seed, 7])
+    xs = np.arange(0, SIZE - OBJECT - 2 * RADIUS + 1, GRID)
+    ys = np.arange(RADIUS, SIZE - OBJECT - RADIUS + 1, GRID)
+    return Scene(
+        colour=str(rng.choice(list(COLOURS))),
+        shape=str(rng.choice(SHAPES)),
+        background=str(rng.choice(list(BACKGROUNDS))),
+        start=(int(rng.choice(xs)), int(rng.choice(ys))),
+        goal=CIRCLE,
     )
 
 

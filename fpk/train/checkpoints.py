@@ -25,11 +25,14 @@ def resume_path(folder: Path) -> Path:
     return full if full.is_file() else folder / FINISHED
 
 
-def save_checkpoint(path: Path, model, ema, optimizer, step: int, log: list[dict]) -> None:
-    """Model and EMA weights, and the optimizer's moments unless `optimizer` is None."""
+def save_checkpoint(
+    path: Path, state: dict[str, torch.Tensor], ema, optimizer, step: int, log: list[dict]
+) -> None:
+    """The model's `state` (its state dict, or a LoRA run's adapter weights alone), the EMA's
+    averages, and the optimizer's moments unless `optimizer` is None."""
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in state.items()}
     tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
     state = optimizer.state_dict()["state"] if optimizer is not None else {}
     for i, moments in state.items():
@@ -42,9 +45,10 @@ def save_checkpoint(path: Path, model, ema, optimizer, step: int, log: list[dict
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, model, ema, optimizer) -> int:
+def load_checkpoint(path: Path, model, ema, optimizer, partial: bool = False) -> int:
     """The step `path` was saved at, its weights loaded; a finished run's checkpoint carries
-    no optimizer moments, so they start afresh."""
+    no optimizer moments, so they start afresh. `partial`: the checkpoint holds some of the
+    model's weights (a LoRA run's adapters), the rest stay as loaded."""
     from safetensors import safe_open
 
     if not path.is_file():
@@ -52,7 +56,13 @@ def load_checkpoint(path: Path, model, ema, optimizer) -> int:
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())
         step = int(f.metadata()["step"])
-        model.load_state_dict({k[6:]: f.get_tensor(k) for k in keys if k.startswith("model.")})
+        weights = {k[6:]: f.get_tensor(k) for k in keys if k.startswith("model.")}
+        try:
+            unexpected = model.load_state_dict(weights, strict=not partial).unexpected_keys
+        except RuntimeError as err:  # other shapes: another --rank, another architecture
+            raise UsageError(f"--resume: {path} was made with other settings ({err})") from None
+        if unexpected:
+            raise UsageError(f"--resume: {path} holds weights this run does not have")
         ema.load_state_dict({k[4:]: f.get_tensor(k) for k in keys if k.startswith("ema.")})
         state: dict[int, dict] = {}
         for k in (k for k in keys if k.startswith("optim.")):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from fpk import events as ev
 from fpk.config import TRAIN_SEED
 from fpk.errors import UsageError
 
-TRAINABLE = ("vae", "transformer")
+TRAINABLE = ("vae", "transformer", "lora")
+LORA_FILE = "pytorch_lora_weights.safetensors"  # what a LoRA run exports (fpk.train.lora)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class TrainConfig:
     decoder_only: bool = False  # VAE: keep the encoder (and so every latent) as it is
     inflate: bool = False  # VAE: start from fpk.model.tiny.inflate_causal of the loaded weights
     first_share: float = 0.0  # transformer: share of samples that are `sample_one(first=True)`
+    data: Path | None = None  # lora: the folder of captioned clips
+    rank: int = 16  # lora: the adapters' rank (alpha = rank)
 
     def __post_init__(self) -> None:
         if self.component not in TRAINABLE:
@@ -38,6 +42,10 @@ class TrainConfig:
             raise UsageError("--decoder-only and --inflate apply to --component vae")
         if self.steps < 1 or self.batch < 1 or self.scenes < 1:
             raise UsageError("--steps, --batch and --scenes must be at least 1")
+        if (self.component == "lora") != (self.data is not None):
+            raise UsageError("--lora trains on --data FOLDER (and --data only with --lora)")
+        if not 1 <= self.rank <= 1024:
+            raise UsageError(f"--rank {self.rank}: give a rank between 1 and 1024")
         if not 0 <= self.first_share <= 1:
             raise UsageError(f"--first-share {self.first_share}: give a share between 0 and 1")
 

@@ -2,39 +2,72 @@
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 
+from fpk.errors import UsageError
 from fpk.train.config import TrainConfig
 
 
-class Ema(torch.nn.Module):
-    """Exponential moving average of a model's parameters (a copy that ships).
+class Ema:
+    """Exponential moving average of a model's trainable parameters (what ships).
 
-    The decay warms up as min(decay, (1 + n) / (10 + n)) over its n updates, so that a short
-    run's average is not dominated by the random initial weights.
+    Only the parameters that train are averaged (a LoRA run averages its adapters, not the
+    frozen base weights); `applied()` swaps the averages into the model for exporting or
+    sampling and puts the trained values back after. The decay warms up as
+    min(decay, (1 + n) / (10 + n)) over its n updates, so that a short run's average is not
+    dominated by the random initial weights.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        super().__init__()
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.shadow = {n: p.detach().clone() for n, p in self.params.items()}
         self.decay = decay
         self.updates = 0
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1 - decay)
+        for name, p in self.params.items():
+            self.shadow[name].lerp_(p.detach(), 1 - decay)
 
-    def state_dict(self, *args, **kwargs):  # the averaged model's own keys
-        return self.model.state_dict(*args, **kwargs)
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the model for the block; the trained ones after it."""
+        trained = {n: p.detach().clone() for n, p in self.params.items()}
+        self._copy(self.shadow)
+        try:
+            yield
+        finally:
+            self._copy(trained)
 
-    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
-        return self.model.load_state_dict(state, strict=strict)
+    @torch.no_grad()
+    def _copy(self, values: dict[str, torch.Tensor]) -> None:
+        for name, p in self.params.items():
+            p.copy_(values[name])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """The averages of a checkpoint (one of an older run may hold more keys: buffers and
+        frozen weights, which are not averaged)."""
+        missing = sorted(set(self.shadow) - set(state))
+        if missing:
+            raise UsageError(
+                f"--resume: the checkpoint has no average for {len(missing)} parameters, e.g. "
+                f"{missing[0]}; was it made with other settings?"
+            )
+        self._copy_into_shadow(state)
+
+    @torch.no_grad()
+    def _copy_into_shadow(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in self.shadow.items():
+            value.copy_(state[name])
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -46,29 +46,35 @@ class SectionTask:
         self.rt = Runtime(preset, comps, torch.device("cpu"), torch.float32)
         self.rng = random.Random(cfg.seed)
         comps.vae.use_framewise_encoding = False  # one pass per clip: faster than tiles here
-        self.videos = [encode_scene(comps, self.rt, seed) for seed in range(cfg.scenes)]
+        self.videos = self.encode_videos()
 
-    def sample_one(self, first: bool = False, sections: int | None = None):
+    def encode_videos(self) -> list[dict]:
+        """The videos sections are drawn from: world scenes 0 .. --scenes - 1."""
+        return [encode_scene(self.comps, self.rt, seed) for seed in range(self.cfg.scenes)]
+
+    def sample_one(self, first: bool = False, sections: int | None = None, video=None):
         """A random section with its context; `first`: the section generated first under the
         inverted order with released padding (the end of the video, nothing known but the
         start image), where the goal can only come from the prompt; `sections`: the video's
-        length (default: drawn from 1 to MAX_SECTIONS)."""
+        length (default: drawn from 1 to the video's sections, MAX_SECTIONS for the world's);
+        `video`: one of `videos` (default: drawn)."""
         from fpk.model.context import model_shift, section_context
         from fpk.sampling.orders import known_frames, plan_sections
 
-        video = self.rng.choice(self.videos)
+        video = video or self.rng.choice(self.videos)
         order, padding = self.rng.choices(
             [(o, p) for o, p, _ in ORDERS_MIX], [w for *_, w in ORDERS_MIX]
         )[0]
         if first:
             order, padding = "inverted", "released"
-        sections = sections or self.rng.randint(1, MAX_SECTIONS)
+        sections = sections or self.rng.randint(1, video.get("sections", MAX_SECTIONS))
         plan = plan_sections(order, sections, self.window, padding)
         step = plan[0 if first else self.rng.randrange(sections)]
         lat = video["latents"]
         known = {p: lat[:, p] for p in known_frames(plan, step.order)}
         shift = model_shift(step, self.model_schedule, padding)
-        ctx = section_context(step, self.model_schedule, self.grid, known, shift, lat[:, 0])
+        grid = video.get("grid", self.grid)
+        ctx = section_context(step, self.model_schedule, grid, known, shift, lat[:, 0])
         target = lat[:, step.target.start : step.target.stop]
         return video, ctx, torch.tensor(list(step.target)) + shift, target
 
@@ -79,8 +85,7 @@ class SectionTask:
     def loss(self, model, step: int = 0) -> torch.Tensor:
         from fpk.sampling.sigmas import shift_mu, time_shift
 
-        share = self.cfg.first_share
-        items = [self.sample_one(first=self.rng.random() < share) for _ in range(self.cfg.batch)]
+        items = self.batch_items()
         x0 = torch.stack([t for *_, t in items])  # (B, C, S, h, w)
         b = x0.shape[0]
         mu = shift_mu(target_tokens(model.config, x0))
@@ -90,6 +95,11 @@ class SectionTask:
         xt = (1 - s) * x0 + s * noise
         pred = self.flow(model, items, xt, sigma, [v["prompt"] for v, *_ in items])
         return torch.nn.functional.mse_loss(pred, noise - x0)
+
+    def batch_items(self) -> list:
+        """`--batch` sections of `sample_one`, `--first-share` of them first sections."""
+        share = self.cfg.first_share
+        return [self.sample_one(first=self.rng.random() < share) for _ in range(self.cfg.batch)]
 
     def flow(self, model, items, xt: torch.Tensor, sigma: torch.Tensor, prompts: list[str]):
         """The model's predicted flow for `sample_one` items at noisy latents `xt`, `sigma`."""
@@ -102,11 +112,13 @@ class SectionTask:
         )
         return predict_flow(model, xt, sigma, inputs)
 
-    @staticmethod
-    def shipped(model, averaged):
-        return averaged
+    ships_average = True  # the EMA of the weights ships
 
-    def export(self, model, weights: Path) -> None:
+    def state(self, model) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps of the model."""
+        return model.state_dict()
+
+    def export(self, model, weights: Path, folder: Path) -> None:
         model.register_to_config(fpk_schedule=self.rt.schedule.name)
         model.save_pretrained(weights / "transformer", safe_serialization=True)
 

@@ -16,8 +16,9 @@ VAE: the real `AutoencoderKLHunyuanVideo` at a small size, trained on short worl
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -27,13 +28,13 @@ from fpk.config import Preset
 from fpk.model.tiny import ensure_components
 from fpk.synthetic import world
 from fpk.train.checkpoints import FINISHED, RESUME, load_checkpoint, resume_path, save_checkpoint
-from fpk.train.config import TrainConfig, TrainProgress
+from fpk.train.config import LORA_FILE, TrainConfig, TrainProgress
 from fpk.train.logs import LOG, flush_log, plot_loss
 from fpk.train.optim import Ema, lr_at
 from fpk.train.sections import SectionTask, load
 from fpk.train.vae import VaeTask
 
-__all__ = ["TrainConfig", "TrainProgress", "train"]
+__all__ = ["LORA_FILE", "TrainConfig", "TrainProgress", "train"]
 
 
 def train(
@@ -50,11 +51,12 @@ def train(
     task = _task(preset, weights, cfg)
     model = task.model.train()
     ema = Ema(model, cfg.ema)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = list(ema.params.values())
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.01)
     folder = run / cfg.component
     log_path = folder / LOG
-    start = load_checkpoint(resume_path(folder), model, ema, opt) if resume else 0
+    partial = cfg.component == "lora"
+    start = load_checkpoint(resume_path(folder), model, ema, opt, partial) if resume else 0
     ema.updates = start
     if not resume:
         log_path.unlink(missing_ok=True)
@@ -64,7 +66,7 @@ def train(
         if should_stop is not None and should_stop():
             break
         loss = _step(task, model, opt, trainable, step, cfg)
-        ema.update(model)
+        ema.update()
         entry = {"step": step + 1, "loss": round(loss, 5), "lr": lr_at(step, cfg),
                  "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
         log.append(entry)
@@ -72,23 +74,41 @@ def train(
                            entry["seconds"]))  # fmt: skip
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             flush_log(log_path, log)
-            save_checkpoint(folder / RESUME, model, ema, opt, step + 1, log)
-            save_checkpoint(folder / FINISHED, model, ema, None, step + 1, log)
-            task.export(task.shipped(model, ema.model), weights)
+            state = task.state(model)
+            save_checkpoint(folder / RESUME, state, ema, opt, step + 1, log)
+            save_checkpoint(folder / FINISHED, state, ema, None, step + 1, log)
+            with ema.applied() if task.ships_average else contextlib.nullcontext():
+                task.export(model, weights, folder)
         if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
-            task.sample(ema.model, weights, folder / f"sample-{step + 1:06d}.mp4")
+            with ema.applied(), _evaluating(model):
+                task.sample(model, weights, folder / f"sample-{step + 1:06d}.mp4")
     flush_log(log_path, log)
     plot_loss(log_path, folder / "loss.png")
     return folder / FINISHED
 
 
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()
+
+
 def _task(preset: Preset, weights: Path, cfg: TrainConfig) -> VaeTask | SectionTask:
-    """The component's task over the components in `weights` (random tiny ones if none)."""
+    """The component's task over the components in `weights` (random tiny ones if none; a
+    LoRA needs trained ones)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    ensure_components(preset, weights, world.vocabulary(), cfg.seed)
+    if cfg.component != "lora":
+        ensure_components(preset, weights, world.vocabulary(), cfg.seed)
     comps = load(preset, weights)
+    if cfg.component == "lora":
+        from fpk.train.lora import LoraTask
+
+        return LoraTask(preset, comps, cfg)
     if cfg.inflate:
         from fpk.model.tiny import inflate_causal
 

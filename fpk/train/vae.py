@@ -122,13 +122,13 @@ class VaeTask:
         y = vae.decode(z + self.LATENT_NOISE * z.detach().std() * torch.randn_like(z)).sample
         return (y - x).abs().mean() + ((y - x) ** 2).mean() + self.KL * post.kl().mean()
 
-    @staticmethod
-    def shipped(model, averaged):
-        """The VAE ships its raw weights: it trains briefly and fast, so the EMA lags."""
-        return model
+    ships_average = False  # the VAE ships its raw weights: it trains briefly, the EMA lags
+
+    def state(self, vae) -> dict[str, torch.Tensor]:
+        return vae.state_dict()
 
     @torch.no_grad()
-    def export(self, vae, weights: Path) -> None:
+    def export(self, vae, weights: Path, folder: Path) -> None:
         """Save with scaling_factor = 1 / std of the latents, so that they are unit-variance."""
         if not self.decoder_only:  # the encoder, and so the latents' scale, are unchanged
             x = torch.cat([self.clips() for _ in range(4)])

@@ -31,7 +31,7 @@ def _trained():
 def test_stripped_checkpoint_keeps_the_weights_and_resumes_with_fresh_moments(tmp_path):
     model, ema, opt = _trained()
     full, finished = tmp_path / "full.safetensors", tmp_path / FINISHED
-    save_checkpoint(full, model, ema, opt, 7, [])
+    save_checkpoint(full, model.state_dict(), ema, opt, 7, [])
     strip_checkpoint(full, finished)
     with safe_open(str(full), "pt") as a, safe_open(str(finished), "pt") as b:
         kept = [k for k in a.keys() if not k.startswith("optim.")]
@@ -71,8 +71,26 @@ def test_ema_warm_up_follows_early_weights():
     ema = Ema(model, 0.999)
     with torch.no_grad():
         model.weight.fill_(1.0)
-    ema.update(model)  # decay min(0.999, 2/11): mostly the new weights
-    assert ema.model.weight.item() > 0.8 * model.weight.item()
+    ema.update()  # decay min(0.999, 2/11): mostly the new weights
+    assert ema.shadow["weight"].item() > 0.8 * model.weight.item()
+
+
+def test_ema_averages_only_what_trains_and_applies_its_averages_for_a_block():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[0].requires_grad_(False)
+    ema = Ema(model, 0.5)
+    assert sorted(ema.shadow) == ["1.bias", "1.weight"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model[1].weight.add_(1.0)
+    trained = model[1].weight.clone()
+    for _ in range(3):
+        ema.update()
+    with ema.applied():
+        averaged = model[1].weight.clone()
+        assert torch.equal(model[0].weight, before["0.weight"])
+    assert torch.equal(model[1].weight, trained)  # put back after the block
+    assert (averaged > before["1.weight"]).all() and (averaged < trained).all()
 
 
 def test_the_repository_keeps_one_stripped_checkpoint_and_compressed_logs():

@@ -1,0 +1,151 @@
+"""A LoRA teaches the tiny model a motion it does not know: an object that moves in a circle.
+
+1. data: 8 synthetic-world clips of 4 s (`world.circling_scene(0..7)`: a turn of 8 px radius
+   every 20 frames), as `NN.mp4` + `NN.txt`, the layout `fpk train --lora --data` reads;
+2. train: `fpk train --lora --data OUT/data --run OUT/run` (resumes where it stopped; skipped
+   when a finished run of --steps is there);
+3. eval: one `fpk generate --manifest` of the held-out circling starts (seeds from
+   world.HELD_OUT, never trained on), each once with `lora = [the trained file]` and once
+   without, same seed; every frame scored against the world's ground truth:
+   position error of the object's centre, turns made around the circle's centre (truth: 1.5 a
+   second), and "follows": mean position error under 4 px with the object solid in most frames.
+
+    .venv/bin/python benchmarks/lora_circle.py --out /tmp/lora-circle --steps 800
+
+Writes OUT/report.json and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+FPK = [sys.executable, "-m", "fpk.cli"]
+TRAIN_CLIPS = 8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--scenes", type=int, default=10, help="Held-out starts to score.")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    from fpk.synthetic import world
+    from fpk.train.data import write_world_clips
+
+    data = args.out / "data"
+    if not (data / f"{TRAIN_CLIPS - 1:02d}.txt").is_file():
+        write_world_clips(data, [world.circling_scene(i) for i in range(TRAIN_CLIPS)], 4.0)
+    lora, train_s = train(args, data)
+    report = evaluate(args, lora)
+    report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
+               f"--batch {args.batch} --lr {args.lr} --rank {args.rank}",
+               "train_seconds": train_s, "train_clips": TRAIN_CLIPS}  # fmt: skip
+    (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "videos"}, indent=1))
+
+
+def train(args, data: Path) -> tuple[Path, float | None]:
+    run = args.out / "run"
+    folder = run / "tiny" / "lora"
+    lora = folder / "pytorch_lora_weights.safetensors"
+    if _finished_step(folder) == args.steps and lora.is_file():
+        return lora, None
+    cmd = [*FPK, "train", "--lora", "--data", str(data), "--steps", str(args.steps),
+           "--batch", str(args.batch), "--lr", str(args.lr), "--rank", str(args.rank),
+           "--first-share", "0.25", "--checkpoint-every", "100", "--sample-every",
+           str(args.steps), "--threads", str(args.threads), "--run", str(run),
+           "--quiet"]  # fmt: skip
+    if (folder / "checkpoint.safetensors").is_file():
+        cmd.append("--resume")
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return lora, round(time.perf_counter() - t0, 1)
+
+
+def _finished_step(folder: Path) -> int:
+    from safetensors import safe_open
+
+    path = folder / "checkpoint.safetensors"
+    if not path.is_file():
+        return 0
+    with safe_open(str(path), "pt") as f:
+        return int(f.metadata()["step"])
+
+
+def evaluate(args, lora: Path) -> dict:
+    from fpk.synthetic import world
+
+    work = args.out / "eval"
+    (work / "starts").mkdir(parents=True, exist_ok=True)
+    jobs, scenes = [], {}
+    for i in range(args.scenes):
+        s = world.circling_scene(world.HELD_OUT + i)
+        image = work / "starts" / f"{i:02d}.png"
+        Image.fromarray(world.render_frame(s, 0)).save(image)
+        for name, loras in ((f"base-{i:02d}", []), (f"lora-{i:02d}", [str(lora)])):
+            jobs.append({"name": name, "image": str(image), "prompt": s.prompt,
+                         "len": f"{args.seconds}s", "seed": i, "lora": loras})  # fmt: skip
+            scenes[name] = s
+    manifest = work / "jobs.jsonl"
+    manifest.write_text("".join(json.dumps(j) + "\n" for j in jobs))
+    t0 = time.perf_counter()
+    subprocess.run([*FPK, "generate", "--manifest", str(manifest), "--out", str(work / "videos"),
+                    "--quiet", "--no-preview"],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
+    wall = round(time.perf_counter() - t0, 1)
+    videos = {n: score(work / "videos" / f"{n}.mp4", s) for n, s in scenes.items()}
+    out: dict = {"held_out": args.scenes, "seconds": args.seconds, "eval_wall_s": wall,
+                 "true_turns": round(args.seconds * world.FPS / world.PERIOD, 2)}  # fmt: skip
+    for kind in ("base", "lora"):
+        rows = [v for n, v in videos.items() if n.startswith(kind)]
+        out[kind] = {
+            "follows": sum(r["follows"] for r in rows),
+            "mean_position_error_px": round(float(np.mean([r["position_error"] for r in rows])), 2),
+            "mean_turns": round(float(np.mean([r["turns"] for r in rows])), 2),
+            "solid_share": round(float(np.mean([r["solid"] for r in rows])), 3),
+        }
+    out["videos"] = videos
+    return out
+
+
+def score(path: Path, scene) -> dict:
+    """Position error and solidity per frame (fpk.synthetic.metrics), and the turns the
+    detected centre makes around the circle's centre."""
+    from fpk.media.video import read_video
+    from fpk.synthetic import metrics, world
+
+    frames, _, _ = read_video(path)
+    scores = [metrics.score_frame(f, scene, i) for i, f in enumerate(frames)]
+    err = float(np.mean([s.position_error for s in scores[1:]]))
+    solid = float(np.mean([s.solid for s in scores]))
+    cx = scene.start[0] + world.RADIUS + world.OBJECT / 2
+    cy = scene.start[1] + world.OBJECT / 2
+    angles = []
+    for f in frames:
+        mask = metrics.object_pixels(f, world.COLOURS[scene.colour])
+        if mask.sum():
+            ys, xs = np.nonzero(mask)
+            angles.append(np.arctan2(-(ys.mean() + 0.5 - cy), xs.mean() + 0.5 - cx))
+    # clockwise on screen is a falling angle (y up); a turn is 2 pi
+    turns = -float(np.sum(np.diff(np.unwrap(angles)))) / (2 * np.pi) if len(angles) > 1 else 0.0
+    follows = err < metrics.AT_GOAL_PX and solid >= 0.5
+    return {"position_error": round(err, 2), "turns": round(turns, 2), "solid": round(solid, 3),
+            "follows": bool(follows)}  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

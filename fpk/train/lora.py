@@ -1,0 +1,101 @@
+"""`fpk train --lora --data FOLDER`: a LoRA of the transformer trained on a user's clips.
+
+The same task as full training (fpk.train.sections: one section per sample, with the packed
+context and the sampling-order mix inference uses), over the folder's clips instead of the
+world's scenes (fpk.train.data: captions, aspect-ratio buckets, each clip's own number of
+sections). A batch is drawn from one bucket, so its latents share a shape. PEFT adds rank-R
+adapters (alpha = R, so scale 1) to every Linear layer of the double- and single-stream
+blocks, the layers HunyuanVideo LoRAs adapt; the base weights stay frozen and are neither
+averaged nor checkpointed. The EMA of the adapters is exported in diffusers/PEFT format
+(`pytorch_lora_weights.safetensors`, keys `transformer.MODULE.lora_A.weight`), which
+`fpk generate --lora` and other HunyuanVideo tools load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from fpk.train.config import LORA_FILE, TrainConfig
+from fpk.train.sections import SectionTask
+
+ADAPTER = "default"
+TARGETS = (  # the blocks' Linear layers (not the embedders, the token refiner or proj_out)
+    r"(single_)?transformer_blocks\.\d+\.(.*\.)?"
+    r"(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out|proj_mlp|proj_out"
+    r"|net\.0\.proj|net\.2)"
+)
+
+
+class LoraTask(SectionTask):
+    """SectionTask over a data folder's clips, training adapters only (see module doc)."""
+
+    def __init__(self, preset, comps, cfg: TrainConfig) -> None:
+        from peft import LoraConfig
+
+        model = comps.transformer
+        model.requires_grad_(False)
+        self.lora_config = LoraConfig(
+            r=cfg.rank, lora_alpha=cfg.rank, target_modules=TARGETS, init_lora_weights=True
+        )
+        model.add_adapter(self.lora_config, adapter_name=ADAPTER)
+        super().__init__(preset, comps, cfg)
+
+    def encode_videos(self) -> list[dict]:
+        from fpk.train.data import encode_clip, find_clips
+
+        assert self.cfg.data is not None
+        self.clips = find_clips(self.cfg.data)
+        return [encode_clip(self.comps, self.rt, c, self.window) for c in self.clips]
+
+    def batch_items(self) -> list:
+        """A batch from one bucket: the bucket of a clip drawn at random (so buckets come up
+        as often as they hold clips), then every item from that bucket."""
+        lead = self.rng.choice(self.videos)
+        bucket = [v for v in self.videos if v["grid"] == lead["grid"]]
+        share = self.cfg.first_share
+        return [
+            self.sample_one(first=self.rng.random() < share, video=self.rng.choice(bucket))
+            for _ in range(self.cfg.batch)
+        ]
+
+    def state(self, model) -> dict[str, torch.Tensor]:
+        """The adapters' weights only (the base model is the weights folder's)."""
+        return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+    def export(self, model, weights: Path, folder: Path) -> None:
+        """The adapters in diffusers/PEFT format, in the run's `folder` (see module doc);
+        the weights folder is not touched."""
+        from diffusers.loaders import HunyuanVideoLoraLoaderMixin
+        from peft import get_peft_model_state_dict
+
+        layers = get_peft_model_state_dict(model, adapter_name=ADAPTER)
+        HunyuanVideoLoraLoaderMixin.save_lora_weights(
+            folder,
+            transformer_lora_layers={k: v.detach().contiguous() for k, v in layers.items()},
+            weight_name=LORA_FILE,
+            transformer_lora_adapter_metadata=self.lora_config.to_dict(),
+        )
+
+    def sample(self, model, weights: Path, path: Path) -> None:
+        """2 s from the first clip's first frame and caption, with the averaged adapters, through
+        `fpk generate`'s code: a validation sample to watch."""
+        from PIL import Image
+
+        from fpk.run.jobs import resolve_job
+        from fpk.run.pipeline import run_job
+
+        first = self.videos[0]
+        folder = path.parent / "sample-input"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(first["first_frame"]).save(folder / "start.png")
+        job = resolve_job(
+            self.preset,
+            {"image": str(folder / "start.png"), "prompt": first["prompt"], "len": "2s"},
+            {"name": path.stem},
+            path.parent,
+        )
+        comps = dataclasses.replace(self.rt.components, transformer=model)
+        run_job(dataclasses.replace(self.rt, components=comps), job)

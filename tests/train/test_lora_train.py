@@ -1,0 +1,173 @@
+"""`fpk train --lora --data FOLDER`: the data folder, adapters only, buckets, resume, and an
+export that `--lora` loads back to the very model that was trained."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from fpk.errors import UsageError
+from fpk.synthetic import world
+from fpk.train.checkpoints import RESUME
+from fpk.train.config import LORA_FILE
+from fpk.train.data import find_clips, write_world_clips
+from fpk.train.logs import LOG, read_log
+from fpk.train.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def base(small_preset, tmp_path_factory):
+    """Random components of the small preset (what a LoRA trains on top of)."""
+    from fpk.model.tiny import ensure_components
+
+    folder = tmp_path_factory.mktemp("base")
+    ensure_components(small_preset, folder, world.vocabulary(), 0)
+    with torch.no_grad():  # zero-initialised output layers would make every LoRA a no-op
+        from fpk.model.loading import load_components
+
+        comps = load_components(small_preset, folder)
+        for p in comps.transformer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        comps.transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    write_world_clips(folder, [world.circling_scene(i) for i in range(2)], 1.0)
+    return folder
+
+
+def _config(data, **kw) -> TrainConfig:
+    base = dict(component="lora", data=data, steps=4, batch=2, lr=1e-2, warmup=1, rank=4,
+                checkpoint_every=2, first_share=0.5)  # fmt: skip
+    return TrainConfig(**(base | kw))
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_lora_trains_adapters_only_resumes_and_exports_what_lora_loads(
+    small_preset, base, data, tmp_path
+):
+    from fpk.model.loading import load_components
+    from fpk.model.lora import LoraState, parse_lora
+    from fpk.train.lora import LoraTask
+
+    before = _weights(base)
+    run = tmp_path / "run"
+    ckpt = train(small_preset, base, run, _config(data))
+    folder = run / "lora"
+    assert [r["step"] for r in read_log(folder / LOG)] == [1, 2, 3, 4]
+    after = _weights(base)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the base is not touched
+    with safe_open(str(ckpt), "pt") as f:  # adapters only: no base weight in a checkpoint
+        keys = list(f.keys())
+        assert keys and all(".lora_" in k for k in keys), keys[:3]
+    train(small_preset, base, run, _config(data, steps=6), resume=True)
+    assert [r["step"] for r in read_log(folder / LOG)][-1] == 6
+    with safe_open(str(folder / RESUME), "pt") as f:
+        assert f.metadata()["step"] == "6" and any(k.startswith("optim.") for k in f.keys())
+
+    lora = folder / LORA_FILE
+    with safe_open(str(lora), "pt") as f:
+        assert all(k.startswith("transformer.") and ".lora_" in k for k in f.keys())
+    # the exported file, loaded by --lora onto the base weights, is the trained model's EMA
+    trained = load_components(small_preset, base)
+    task = LoraTask(small_preset, trained, _config(data, steps=6))
+    from fpk.train.checkpoints import load_checkpoint
+    from fpk.train.optim import Ema
+
+    ema = Ema(task.model, 0.999)
+    load_checkpoint(ckpt, task.model, ema, torch.optim.AdamW(ema.params.values()), partial=True)
+    loaded = load_components(small_preset, base).transformer
+    LoraState().use(loaded, (parse_lora(str(lora)),), fuse=False)
+    plain = load_components(small_preset, base).transformer
+    items = task.batch_items()
+    x = torch.randn(len(items), *items[0][3].shape)
+    sigma = torch.tensor([0.7] * len(items))
+    prompts = [v["prompt"] for v, *_ in items]
+    with torch.no_grad(), ema.applied():
+        want = task.flow(task.model.eval(), items, x, sigma, prompts)
+        got = task.flow(loaded.eval(), items, x, sigma, prompts)
+        without = task.flow(plain.eval(), items, x, sigma, prompts)
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+    assert (without - want).abs().max() > 1e-3  # and the LoRA does change the output
+
+
+def test_a_batch_comes_from_one_aspect_bucket(small_preset, base, tmp_path):
+    from fpk.media.video import VideoWriter
+
+    folder = tmp_path / "mixed"
+    write_world_clips(folder, [world.circling_scene(i) for i in range(2)], 0.5)
+    wide = VideoWriter(folder / "wide.mp4", 30, 128, 64, crf=0)
+    wide.write(np.zeros((16, 64, 128, 3), np.uint8))
+    wide.close()
+    (folder / "wide.txt").write_text("the red square on a black background stays in place")
+    from fpk.model.loading import load_components
+    from fpk.train.lora import LoraTask
+
+    task = LoraTask(small_preset, load_components(small_preset, base), _config(folder, batch=4))
+    grids = {(v["grid"].height, v["grid"].width) for v in task.videos}
+    assert len(grids) == 2  # the wide clip has its own bucket, at its own aspect
+    for _ in range(10):
+        items = task.batch_items()
+        assert len({tuple(t.shape) for *_, t in items}) == 1
+        assert len({(v["grid"].height, v["grid"].width) for v, *_ in items}) == 1
+
+
+def test_data_folder_layouts_and_their_errors(tmp_path):
+    write_world_clips(tmp_path / "pairs", [world.circling_scene(0)], 0.2)
+    assert [c.caption for c in find_clips(tmp_path / "pairs")] == [world.circling_scene(0).prompt]
+    jl = tmp_path / "jsonl"
+    write_world_clips(jl, [world.circling_scene(0), world.circling_scene(1)], 0.2)
+    (jl / "00.txt").unlink()
+    (jl / "captions.jsonl").write_text(json.dumps({"video": "00.mp4", "caption": "a  b\n"}) + "\n")
+    assert [c.caption for c in find_clips(jl)][0] == "a b"  # one from the jsonl, one beside
+    cases = {
+        tmp_path / "nothing": "not a folder",
+        tmp_path / "empty": "no captioned clips",
+    }
+    (tmp_path / "empty").mkdir()
+    for folder, words in cases.items():
+        with pytest.raises(UsageError, match=words):
+            find_clips(folder)
+    (jl / "01.txt").unlink()
+    with pytest.raises(UsageError, match="01.mp4 has no caption"):
+        find_clips(jl)
+    (jl / "01.txt").write_text("x")
+    (jl / "captions.jsonl").write_text('{"video": "../escape.mp4", "caption": "x"}\n')
+    with pytest.raises(UsageError, match="line 1: no clip"):
+        find_clips(jl)
+    (jl / "captions.jsonl").write_text('{"video": "00.mp4", "caption": "x"}\n' * 2)
+    with pytest.raises(UsageError, match="captioned twice"):
+        find_clips(jl)
+    (jl / "captions.jsonl").write_text("{not json\n")
+    with pytest.raises(UsageError, match="line 1 is not JSON"):
+        find_clips(jl)
+
+
+def test_lora_settings_are_checked(tmp_path):
+    with pytest.raises(UsageError, match="--data"):
+        TrainConfig(component="lora")
+    with pytest.raises(UsageError, match="--data"):
+        TrainConfig(data=tmp_path)
+    with pytest.raises(UsageError, match="--rank"):
+        TrainConfig(component="lora", data=tmp_path, rank=0)
+
+
+def test_a_clip_shorter_than_a_section_is_refused(small_preset, base, tmp_path):
+    from fpk.model.loading import load_components
+    from fpk.train.lora import LoraTask
+
+    write_world_clips(tmp_path / "short", [world.circling_scene(0)], 0.1)
+    with pytest.raises(UsageError, match="a section needs"):
+        LoraTask(small_preset, load_components(small_preset, base), _config(tmp_path / "short"))
