@@ -88,8 +88,32 @@ DtypeOpt = Annotated[
     str | None,
     typer.Option(
         "--dtype",
-        help="float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on a CPU).",
+        help="fp32, bf16 or fp16 (or float32, bfloat16, float16; default: bf16 on a GPU, "
+        "fp32 on a CPU).",
     ),
+]
+OffloadOpt = Annotated[
+    str,
+    typer.Option(
+        "--offload",
+        help="none, model, group or sequential: where models wait while others run (auto: "
+        "the fastest that fits --vram; on a CPU, none).",
+    ),
+]
+VramOpt = Annotated[
+    float | None,
+    typer.Option("--vram", help="GPU memory to plan for, in GB (default: the GPU's own; e.g. 8)."),
+]
+AttentionOpt = Annotated[
+    str,
+    typer.Option(
+        "--attention",
+        help="sdpa, flash, flash3, sage, xformers or flex (auto: the fastest installed on a "
+        "GPU, sdpa on a CPU).",
+    ),
+]
+Fp8Opt = Annotated[
+    bool, _flag("fp8", "Store the transformer's weights in fp8, compute in --dtype.")
 ]
 ManifestOpt = Annotated[
     Path | None, typer.Option("--manifest", help="TOML or JSONL file with one job per entry.")
@@ -291,6 +315,10 @@ class RunArgs:
     out: OutOpt = Path("out")
     device: DeviceOpt = None
     dtype: DtypeOpt = None
+    offload: OffloadOpt = "auto"
+    vram: VramOpt = None
+    fp8: Fp8Opt = False
+    attention: AttentionOpt = "auto"
     overwrite: OverwriteOpt = False
     quiet: QuietOpt = False
     verbose: VerboseOpt = False
@@ -303,7 +331,7 @@ class RunArgs:
     as_json: EventsJsonOpt = False
 
     def placement(self) -> dict:
-        """batch.generate's `shard` and `ray` arguments, checked."""
+        """batch.generate's `shard`, `ray` and `memory` arguments, checked."""
         from fpk.run.distributed import RaySpec, parse_shard
 
         if self.executor not in ("local", "ray"):
@@ -317,8 +345,12 @@ class RunArgs:
             from fpk.run.distributed import import_ray
 
             import_ray()  # says how to install it before anything loads
+        from fpk.model.offload import DeviceOptions
+
         return {"shard": parse_shard(self.shard) if self.shard else None,
-                "ray": spec if self.executor == "ray" else None}  # fmt: skip
+                "ray": spec if self.executor == "ray" else None,
+                "memory": DeviceOptions(self.offload, self.vram, self.fp8,
+                                        self.attention)}  # fmt: skip
 
 
 def _run_parameters() -> list[inspect.Parameter]:

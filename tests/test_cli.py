@@ -173,7 +173,8 @@ def test_help_shows_every_default_and_on_off_flags():
     assert "tiny 5, base 9" in text  # --window: the preset's, read from each preset
     for default in ("default 5s", "default 31337", "default 1.0", "default released"):
         assert default in text, default
-    assert "bfloat16 on a GPU, float32 on a CPU" in text  # --dtype
+    assert "bf16 on a GPU, fp32 on a CPU" in text  # --dtype
+    assert "auto: the fastest that fits --vram" in text  # --offload
     assert "bucket nearest the input's" in text  # --resolution
     for flag in ("overwrite", "quiet", "json", "preview"):
         line = next(ln for ln in raw.splitlines() if f"--{flag} " in ln)

@@ -94,8 +94,11 @@ def predict_flow(model, x: torch.Tensor, sigma: torch.Tensor, inputs: SectionInp
 
 def _prepared(model, x: torch.Tensor, inputs: SectionInputs):
     """The section's context tokens and RoPE, made once and reused by every step; None while
-    training (gradients flow into the history embedder) or for another model or size."""
+    training (gradients flow into the history embedder), for another model or size, or under
+    group offloading (fpk.model.offload)."""
     if torch.is_grad_enabled() or not hasattr(model, "prepare"):
+        return None
+    if getattr(model, "_fpk_offloaded", False):  # group offloading: weights come per forward
         return None
     key = (id(model), tuple(x.shape[-2:]))
     if key not in inputs.prepared:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fpk.errors import UsageError
 
 DTYPES = ("float32", "bfloat16", "float16")
+ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def pick_device(name: str | None):
@@ -28,6 +29,7 @@ def pick_dtype(name: str | None, device):
 
     if name is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
+    name = ALIASES.get(name, name)
     if name not in DTYPES:
-        raise UsageError(f"--dtype '{name}' is not one of {', '.join(DTYPES)}")
+        raise UsageError(f"--dtype '{name}' is not one of {', '.join([*ALIASES, *DTYPES])}")
     return getattr(torch, name)

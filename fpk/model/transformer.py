@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormContinuous
@@ -212,8 +213,13 @@ class PackedAttnProcessor:
     """HunyuanVideo joint attention with RoPE given per sample: cos, sin of shape (B, N, D).
 
     diffusers' processor takes one (N, D) RoPE for the whole batch; ours lets every sample
-    carry its own layout. Same arithmetic otherwise (rotation in float32, SDPA).
+    carry its own layout. Same arithmetic otherwise (rotation in float32), the attention itself
+    through diffusers' dispatcher, so that `set_attention_backend` (`--attention`) picks the
+    kernel: torch's SDPA by default, flash-attention, SageAttention, xformers, ...
     """
+
+    _attention_backend = None  # set by ModelMixin.set_attention_backend
+    _parallel_config = None
 
     def __call__(
         self,
@@ -244,14 +250,10 @@ class PackedAttnProcessor:
             q = torch.cat([q, attn.norm_added_q(eq)], dim=1)
             k = torch.cat([k, attn.norm_added_k(ek)], dim=1)
             v = torch.cat([v, ev], dim=1)
-        out = (
-            F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attention_mask
-            )
-            .transpose(1, 2)
-            .flatten(2, 3)
-            .to(q.dtype)
-        )
+        out = dispatch_attention_fn(
+            q, k, v, attn_mask=attention_mask, backend=self._attention_backend
+        )  # (B, N, H, d) in and out
+        out = out.flatten(2, 3).to(q.dtype)
         img, txt = out[:, :-n_text], out[:, -n_text:]
         if getattr(attn, "to_out", None) is not None:
             img = attn.to_out[1](attn.to_out[0](img))
@@ -274,6 +276,9 @@ class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["HunyuanVideoTransformerBlock", "HunyuanVideoSingleTransformerBlock"]
+    # --fp8 (layerwise casting) keeps these in the compute dtype, as diffusers' FramePack model
+    # does ("x_embedder" also matches clean_x_embedder, the history projections)
+    _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "norm"]
 
     @register_to_config
     def __init__(
@@ -360,6 +365,8 @@ class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
             [encoder_attention_mask.new_ones(image.shape[:2]), encoder_attention_mask], 1
         )
         mask = torch.cat([valid, text_mask.bool()], dim=1)[:, None, None, :]  # (B, 1, 1, N)
+        if bool(mask.all()):  # nothing padded: no mask, which every attention kernel takes
+            mask = None
         for block in [*self.transformer_blocks, *self.single_transformer_blocks]:
             args = (tokens, text, temb, mask, rope)
             if torch.is_grad_enabled() and self.gradient_checkpointing:

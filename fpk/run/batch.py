@@ -25,6 +25,7 @@ from fpk.run.jobs import JobSpec, Planned, is_done
 from fpk.run.locks import claim_each, tidy_done
 
 if TYPE_CHECKING:
+    from fpk.model.offload import DeviceOptions
     from fpk.run.runtime import Runtime
 
 
@@ -96,8 +97,8 @@ def triage(
             outcomes[i] = _skipped(p.label, p.job, "already done with these settings", sink)
         else:
             todo.append((i, p.job))
-    for _, job in todo:
-        check_writable(job.out)
+    for out in dict.fromkeys(job.out for _, job in todo):  # each folder once, not each job
+        check_writable(out)
     return outcomes, todo
 
 
@@ -174,10 +175,12 @@ def generate(
     preview: bool = False,
     shard: tuple[int, int] | None = None,
     ray: Any = None,
+    memory: DeviceOptions | None = None,
 ) -> list[Outcome]:
     """`fpk generate` (and `fpk extend`, whose entries carry `video`): plan, load, run; only
     shard (I, N) of the manifest's entries where given; on a Ray cluster where `ray` (a
-    `fpk.run.distributed.RaySpec`) is given."""
+    `fpk.run.distributed.RaySpec`) is given; the models placed under `memory`
+    (fpk.model.offload)."""
     from fpk.model.loading import COMPONENTS
     from fpk.run.jobs import plan_jobs
 
@@ -190,11 +193,11 @@ def generate(
     if ray is not None:
         from fpk.run import distributed as d
 
-        models = d.Models(preset, weights_dir, device, dtype)
+        models = d.Models(preset, weights_dir, device, dtype, memory)
         return d.run_on_ray(ray, planned, models, sink, should_stop, overwrite, preview)
 
     def load(sink: ev.EventSink):
-        return load_runtime(preset, weights_dir, device, dtype, sink)
+        return load_runtime(preset, weights_dir, device, dtype, sink, memory)
 
     return run_batch(planned, load, run_any, sink, should_stop, overwrite, preview)
 
@@ -205,19 +208,28 @@ def load_runtime(
     device: str | None,
     dtype: str | None,
     sink: ev.EventSink = ev.ignore,
+    memory: DeviceOptions | None = None,
 ):
-    """The models of `preset` on the chosen device; a `Loading` event before each component."""
+    """The models of `preset` on the chosen device, placed under `memory` (offloading, a
+    VRAM budget, fp8: fpk.model.offload); a `Loading` event before each component and a
+    `Message` with the plan where one was made."""
     from fpk.model.devices import pick_device, pick_dtype
     from fpk.model.loading import load_components
+    from fpk.model.offload import DeviceOptions, place_components
     from fpk.run.runtime import Runtime
 
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
+    memory = memory or DeviceOptions()
 
     def loading(component: str, source: str) -> None:
         sink(ev.Loading("", component, source))
 
-    comps = load_components(preset, weights_dir, dtype=dt, device=dev, on_load=loading)
+    first = "cpu" if memory.planned(dev) else dev
+    comps = load_components(preset, weights_dir, dtype=dt, device=first, on_load=loading)
+    plan = place_components(comps, preset, memory, dev, dt)
+    if plan is not None:
+        sink(ev.Message("", plan.describe()))
     return Runtime(preset, comps, dev, dt)
 
 
