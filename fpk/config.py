@@ -291,6 +291,18 @@ def get_schedule(name: str) -> Schedule:
     return known[name]
 
 
+def check_layouts(preset: Preset, resolution: Resolution | None = None) -> None:
+    """Raise PackingError unless both the preset's schedule and the layout its weights run (a
+    named `trained_schedule`, see `layout_in_use`) fit the latent frame of `resolution`
+    (default: the preset's), so that a job fails before any weights load, not in sampling."""
+    grid = preset.latent_grid(resolution)
+    validate_schedule(preset.schedule, grid)
+    trained = preset.weights.trained_schedule
+    if trained and trained != preset.schedule.name and trained in schedules():
+        fix = f"the {preset.name} weights run this layout: use a higher resolution"
+        validate_schedule(get_schedule(trained), grid, fix)
+
+
 # --- presets -----------------------------------------------------------------------------
 
 
@@ -348,7 +360,7 @@ def _preset_from_table(table: dict, path: Path) -> Preset:
         source=path,
     )
     _check_positive(preset, path)
-    validate_schedule(preset.schedule, preset.latent_grid())
+    check_layouts(preset)
     return preset
 
 

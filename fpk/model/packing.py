@@ -156,8 +156,13 @@ def exact_frame_tokens(grid: LatentGrid, kernel: Kernel) -> Fraction:
     return Fraction(grid.height * grid.width, kernel[0] * kernel[1] * kernel[2])
 
 
-def validate_schedule(schedule: Schedule, grid: LatentGrid | None = None) -> None:
-    """Raise PackingError naming the first thing that keeps `schedule` from applying."""
+def validate_schedule(
+    schedule: Schedule,
+    grid: LatentGrid | None = None,
+    fix: str = "use a higher resolution or smaller kernels",
+) -> None:
+    """Raise PackingError naming the first thing that keeps `schedule` from applying; `fix`:
+    what to do about a kernel larger than the latent frame."""
     where = f"schedule '{schedule.name}'"
     if not schedule.levels:
         raise PackingError(f"{where} has no levels; give at least one [[levels]] entry")
@@ -168,10 +173,10 @@ def validate_schedule(schedule: Schedule, grid: LatentGrid | None = None) -> Non
     if not schedule.ratio > 1:
         raise PackingError(f"{where}: lambda must be greater than 1, got {schedule.ratio}")
     for i, level in enumerate(schedule.levels):
-        _validate_level(where, i, level, grid)
+        _validate_level(where, i, level, grid, fix)
 
 
-def _validate_level(where: str, i: int, level: Level, grid: LatentGrid | None) -> None:
+def _validate_level(where: str, i: int, level: Level, grid: LatentGrid | None, fix: str) -> None:
     kt, kh, kw = level.kernel
     name = f"{where}, level {i + 1}, kernel {level.kernel}"
     if min(level.kernel) <= 0 or level.frames <= 0:
@@ -185,8 +190,7 @@ def _validate_level(where: str, i: int, level: Level, grid: LatentGrid | None) -
         raise PackingError(f"{name}: {level.frames} frames do not fill whole groups of {kt}")
     if grid is not None and (kh > grid.height or kw > grid.width):
         raise PackingError(
-            f"{name} is larger than the latent frame {grid.height}x{grid.width}; "
-            "use a higher resolution or smaller kernels"
+            f"{name} is larger than the latent frame {grid.height}x{grid.width}; {fix}"
         )
 
 

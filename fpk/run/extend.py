@@ -164,21 +164,23 @@ def _write_forward(rt, job, latents, k, clip, size, keep, reencode, writer, tail
     seam_at = t * (k - lat_first)  # index in `decoded` of the clip's last pixel frame
     new = decoded[seam_at + 1 : seam_at + 1 + job.frames]
     if keep:
+        # the clip's last `seam` frames are the faded ones: every other frame as it is (a
+        # clip shorter than SEAM frames fades fewer; none of its frames is dropped)
+        seam = min(SEAM, seam_at + 1, len(tail))
         if reencode:
             source = _decode(rt, latents, 1, k + 1)  # the tail, through the VAE
-            _write_all(writer, _source_frames_reencoded(clip, job, size, source, tail))
+            _write_all(writer, _source_frames_reencoded(clip, job, size, source, tail, seam))
         else:
-            _write_all(writer, _lagged(_source_frames(clip, job.fps, size), SEAM))
-        seam = min(SEAM, seam_at + 1, len(tail))
+            _write_all(writer, _lagged(_source_frames(clip, job.fps, size), seam))
         writer.write(_blend(np.stack(tail[-seam:]), decoded[seam_at + 1 - seam : seam_at + 1],
                             into_decoded=True))  # fmt: skip
     writer.write(new)
 
 
-def _source_frames_reencoded(clip, job, size, decoded_tail, tail):
-    """The clip with its tail replaced by the VAE's decode (all but the SEAM frames)."""
+def _source_frames_reencoded(clip, job, size, decoded_tail, tail, seam: int):
+    """The clip with its tail replaced by the VAE's decode (all but the last `seam` frames)."""
     yield from _lagged(_source_frames(clip, job.fps, size), len(tail))
-    yield from decoded_tail[: len(tail) - SEAM]
+    yield from decoded_tail[: len(tail) - seam]
 
 
 def _lagged(frames, lag: int):

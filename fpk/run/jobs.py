@@ -8,13 +8,22 @@ checks becomes a failed job and the batch goes on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fpk.config import Preset, Resolution, check_resolution, parse_resolution, read_toml
+from fpk.config import (
+    Preset,
+    Resolution,
+    check_layouts,
+    check_resolution,
+    parse_resolution,
+    read_toml,
+)
 from fpk.errors import ConfigError, FpkError, UsageError
 from fpk.model.lora import LoraRef, file_sha256
 from fpk.run.options import EXTEND_KEYS, FIELDS, KEYS, PATH_KEYS, ExtendSpec
@@ -171,28 +180,48 @@ def _resolution(value: Any, preset: Preset) -> Resolution | None:
         return None
     res = value if isinstance(value, Resolution) else parse_resolution(str(value))
     check_resolution(res, preset.resolution_multiple)
-    from fpk.model.packing import validate_schedule
-
-    validate_schedule(preset.schedule, preset.latent_grid(res))
+    check_layouts(preset, res)  # the layout the weights run too, not only the preset's
     return res
 
 
 def _check_files(spec: JobSpec) -> None:
     """Open every image now, so a bad one fails its job before any weights load."""
-    from fpk.media.images import open_image
-
     if spec.image is not None:
-        open_image(spec.image, "--image")
+        _check_image(spec.image, "--image")
     if spec.end_image is not None:
-        open_image(spec.end_image, "--end-image")
+        _check_image(spec.end_image, "--end-image")
         if spec.sampler != "inverted":
             raise UsageError("--end-image needs --sampler inverted (the end is generated first)")
     if spec.extend.anchor_image is not None:
-        open_image(spec.extend.anchor_image, "--anchor-image")
+        _check_image(spec.extend.anchor_image, "--anchor-image")
     if spec.video is not None:
         from fpk.media.clips import probe
 
         probe(spec.video)
+
+
+def _check_image(path: Path, what: str) -> None:
+    """`open_image`, once per version of a file: the 10,000 jobs of a seed sweep over one
+    image decode it once (a file changed since, or one that failed, is opened again)."""
+    try:
+        st = path.stat()
+    except OSError:
+        st = None  # open_image says what is wrong
+    if st is None:
+        _open_image(path, what)
+    else:
+        _open_image_once(path, what, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _open_image(path: Path, what: str) -> None:
+    from fpk.media.images import open_image
+
+    open_image(path, what)
+
+
+@functools.lru_cache(maxsize=4096)
+def _open_image_once(path: Path, what: str, size: int, mtime_ns: int, inode: int) -> None:
+    _open_image(path, what)  # an error is raised each time: only a good file is remembered
 
 
 # --- manifests ---------------------------------------------------------------------------
@@ -278,8 +307,8 @@ def plan_jobs(
         except FpkError as err:
             message = str(err) if where is None or loc in str(err) else f"{loc}: {err}"
             planned.append(Planned(label, None, type(err)(message)))
-    names = [p.job.name for p in planned if p.job]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(p.job.name for p in planned if p.job)  # linear: manifests of 100k jobs
+    dupes = sorted(n for n, c in counts.items() if c > 1)
     if dupes:
         raise ConfigError(f"two jobs would write the same file '{dupes[0]}.mp4'; give each a name")
     return planned
