@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import sys
+import tempfile
 import time
 import typing
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ EXAMPLES = {
     'to the top right corner and stops"   (or: fpk generate --manifest jobs.toml)',
     "extend": 'fpk extend out/demo.mp4 --len 2s --prompt "the red circle moves left"',
     "benchmark": "fpk benchmark --sampler inverted --quick",
+    "calibrate": "fpk calibrate --preset tiny --steps 25   (then: fpk generate --cache magcache)",
     "inspect-context": "fpk inspect-context --preset base --history-frames 100",
     "check-weights": "fpk check-weights --preset base --weights ~/FramePack-weights",
     "presets": "fpk presets show base",
@@ -574,6 +576,50 @@ def benchmark(
     print_benchmark(report, out)
 
 
+def calibrate(
+    preset: PresetOpt = DEFAULT_PRESET,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = None,
+    steps: Annotated[int, typer.Option("--steps", help="Denoising steps to calibrate.")] = 25,
+    scenes: Annotated[
+        int, typer.Option("--scenes", help="tiny: held-out world scenes to run.")
+    ] = 4,
+    length: Annotated[str, typer.Option("--len", help="Length of each video.")] = "2s",
+    image: Annotated[
+        list[Path] | None, typer.Option("--image", help="Start images (other presets).")
+    ] = None,
+    prompt: Annotated[str, typer.Option("--prompt", help="Their prompt.")] = "",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Calibration file (default: the presets').")
+    ] = None,
+) -> None:
+    """Measure a preset's MagCache ratios (for --cache magcache) on real sections."""
+    from fpk.bench import calibrate as cal
+    from fpk.config import load_preset
+    from fpk.model import caching
+    from fpk.run.batch import load_runtime
+    from fpk.run.jobs import resolve_job
+
+    _quiet_libraries()
+    p = load_preset(preset)
+    if not 1 <= steps <= 200 or scenes < 1:
+        raise UsageError("--steps must be 1..200 and --scenes at least 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        if image:
+            jobs = [resolve_job(p, {"image": str(i), "prompt": prompt, "len": length,
+                                    "steps": steps}, {"name": f"c{n}"}, Path(tmp))
+                    for n, i in enumerate(image)]  # fmt: skip
+        elif p.weights.domain == "fpk-world":
+            jobs = cal.world_jobs(p, Path(tmp), scenes, float(length.rstrip("s")), steps)
+        else:
+            raise UsageError(f"fpk calibrate --preset {p.name}: give --image (and --prompt)")
+        rt = load_runtime(p, weights, device, None)
+        ratios = cal.calibrate(rt, jobs)
+    note = f"fpk calibrate --preset {p.name} --steps {steps}: {len(jobs)} videos of {length}"
+    caching.save_ratios(p.name, steps, ratios, note, out or caching.CALIBRATION)
+    typer.echo(f"{p.name}: {len(ratios)} MagCache ratios in {out or caching.CALIBRATION}")
+
+
 # `fpk train`'s own options.
 ComponentOpt = Annotated[str, typer.Option("--component", help="transformer or vae.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Total optimiser steps.")]
@@ -683,6 +729,7 @@ for _name, _fn in (
     ("generate", generate),
     ("extend", extend),
     ("benchmark", benchmark),
+    ("calibrate", calibrate),
     ("inspect-context", inspect_context),
     ("check-weights", check_weights),
 ):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormContinuous
@@ -270,7 +271,7 @@ def _rotate(x: torch.Tensor, freqs: tuple[torch.Tensor, torch.Tensor]) -> torch.
     return (x.float() * cos + rotated.float() * sin).to(x.dtype)
 
 
-class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
+class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin):
     """HunyuanVideo dual/single-stream transformer with a packed history context; LoRAs load
     through diffusers' PEFT integration (fpk.model.lora)."""
 
@@ -367,15 +368,29 @@ class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin):
         mask = torch.cat([valid, text_mask.bool()], dim=1)[:, None, None, :]  # (B, 1, 1, N)
         if bool(mask.all()):  # nothing padded: no mask, which every attention kernel takes
             mask = None
+        tokens = self._blocks(tokens, text, temb, mask, rope)
+        out = self.proj_out(self.norm_out(tokens[:, -targets.shape[1] :], temb))
+        out = out.reshape(batch, frames, height // p, width // p, -1, 1, p, p)
+        return out.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    def _blocks(self, tokens, text, temb, mask, rope) -> torch.Tensor:
+        """The dual- then single-stream blocks; under TeaCache (fpk.model.caching, set per
+        call) a step whose first-block input barely changed reuses the last residual."""
+        tea = getattr(self, "_fpk_teacache", None)
+        if tea is not None:
+            modulated = self.transformer_blocks[0].norm1(tokens, emb=temb)[0]
+            if tea.skip(modulated):
+                return tokens + tea.residual
+            before = tokens
         for block in [*self.transformer_blocks, *self.single_transformer_blocks]:
             args = (tokens, text, temb, mask, rope)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 tokens, text = self._gradient_checkpointing_func(block, *args)
             else:
                 tokens, text = block(*args)
-        out = self.proj_out(self.norm_out(tokens[:, -targets.shape[1] :], temb))
-        out = out.reshape(batch, frames, height // p, width // p, -1, 1, p, p)
-        return out.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        if tea is not None:
+            tea.residual = tokens - before
+        return tokens
 
     def embed_sequence(self, targets, target_positions, context, height, width, prepared=None):
         """Left-padded token sequences [context..., targets] with RoPE and a validity mask;

@@ -25,6 +25,7 @@ from fpk.config import (
     read_toml,
 )
 from fpk.errors import ConfigError, FpkError, UsageError
+from fpk.model.caching import parse_cache
 from fpk.model.lora import LoraRef, file_sha256
 from fpk.run.options import EXTEND_KEYS, FIELDS, KEYS, PATH_KEYS, ExtendSpec
 from fpk.sampling.prompts import parse_prompt
@@ -62,6 +63,7 @@ class JobSpec:
     extend: ExtendSpec = ExtendSpec()  # fpk extend's own settings
     weights_identity: str = ""
     lora: tuple[LoraRef, ...] = ()  # fused into the transformer for this job
+    cache: str = "none"  # fpk.model.caching: a step cache, e.g. "teacache:0.15"
 
     @property
     def output(self) -> Path:
@@ -91,6 +93,8 @@ class JobSpec:
         data["lora"] = [[ref.sha256, ref.weight] for ref in self.lora]  # content, not path
         if not self.lora:
             data.pop("lora")  # hashes of jobs without LoRAs as before LoRAs existed
+        if self.cache == "none":
+            data.pop("cache")  # nor caches
         if self.video is not None:  # a clip may be large: its size and time stand for it
             st = self.video.stat()
             data["video"] = f"{st.st_size}-{st.st_mtime_ns}"
@@ -128,6 +132,7 @@ def resolve_job(
                     preset),
     )  # fmt: skip
     parse_prompt(spec.prompt)
+    spec = dataclasses.replace(spec, cache=str(parse_cache(spec.cache)))
     _check_files(spec)
     name = str(got["name"] or _default_name(spec))
     return dataclasses.replace(spec, name=_safe_name(name))

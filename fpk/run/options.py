@@ -181,6 +181,13 @@ FIELDS: tuple[JobField, ...] = (
         str,
         "WIDTHxHEIGHT, e.g. 832x480 (default: the preset's bucket nearest the input's aspect).",
     ),  # fmt: skip
+    JobField(
+        "cache",
+        str,
+        "Step cache: none, teacache[:T], magcache[:T] or fbcache[:T] (skips the blocks on "
+        "steps whose input barely changed).",
+        "none",
+    ),  # fmt: skip
     JobField("crf", int, "H.264 quality, 0 lossless.", preset="crf", low=0, high=51),
     JobField("fps", int, "Output frame rate.", preset="fps", low=1, high=240),
     JobField("name", str, "Output name (default: input stem + settings hash)."),

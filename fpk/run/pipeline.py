@@ -25,6 +25,7 @@ from fpk import events as ev
 from fpk.config import Resolution
 from fpk.media import decoding, images
 from fpk.model import conditioning as cond
+from fpk.model.caching import SectionCache, parse_cache
 from fpk.model.call import (
     SectionInputs,
     blank_image_embeds,
@@ -136,11 +137,15 @@ def denoise(
     inputs = call.inputs.to(rt.device, rt.dtype)
     negative = call.negative.to(rt.device, rt.dtype) if call.negative is not None else None
 
+    cache = SectionCache(model, parse_cache(job.cache), job.steps, rt.preset.name)
+
     def flow(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        pred = predict_flow(model, x, sigma, inputs).float()
+        with cache.branch("prompt"):
+            pred = predict_flow(model, x, sigma, inputs).float()
         if negative is None:
             return pred
-        neg = predict_flow(model, x, sigma, negative).float()
+        with cache.branch("negative"):
+            neg = predict_flow(model, x, sigma, negative).float()
         out = neg + job.cfg * (pred - neg)
         return rescale_noise_cfg(out, pred, job.guidance_rescale) if job.guidance_rescale else out
 
