@@ -546,13 +546,25 @@ def benchmark(
     quick: Annotated[bool, _flag("quick", "The short run (under 10 minutes on 2 cores).")] = False,
     part: Annotated[
         list[str] | None,
-        typer.Option("--part", help="quality, packing, diffusers, section_cost (repeatable)."),
+        typer.Option(
+            "--part",
+            help="quality, packing, diffusers, section_cost, speed (repeatable; default: all "
+            "but speed).",
+        ),
     ] = None,
     preset: PresetOpt = DEFAULT_PRESET,
     seeds: Annotated[int, typer.Option("--seeds", help="Held-out scenes per configuration.")] = 3,
     weights: WeightsOpt = None,
     out: OutOpt = Path("bench"),
     device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    random_weights: Annotated[
+        bool,
+        _flag(
+            "random-weights",
+            "--part speed only: the preset's architecture with random weights (no download).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure samplers, drift and cost side by side; writes report.json and PNG plots."""
@@ -565,9 +577,14 @@ def benchmark(
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     plan = bm.make_plan(sampler, quick, seeds, tuple(part) if part else None)
     p = load_preset(preset)
-    rt = load_runtime(p, weights, device, "float32")
     with _sink(RunArgs(quiet=as_json, as_json=as_json), batch=True) as sink:
-        report = bm.run(rt, plan, out, sink)
+        if random_weights:
+            if plan.parts != ("speed",):
+                raise UsageError("--random-weights measures speed only: add --part speed")
+            report = bm.random_speed(p, device, dtype, plan, out, sink)
+        else:
+            rt = load_runtime(p, weights, device, dtype or "float32")
+            report = bm.run(rt, plan, out, sink)
     if as_json:
         typer.echo(json.dumps(report))
         return

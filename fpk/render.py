@@ -352,6 +352,17 @@ def print_final_line(
 def print_benchmark(report: dict[str, Any], out: Any) -> None:
     """Tables of a benchmark report: quality and drift per sampler, wins, cost, diffusers."""
     console = Console()
+    if "speed" in report:
+        sp = report["speed"]
+        table = Table(title=f"speed: {sp['preset']} at {sp['resolution']}, {sp['device']}, "
+                      f"{sp['dtype']}, {sp['tokens']:,} tokens a step")  # fmt: skip
+        for col in ("config", "s/step", "s/frame", "TFLOP/s", "peak VRAM GB", "forwards"):
+            table.add_column(col, justify="right" if col != "config" else "left")
+        for r in sp["rows"]:
+            vram = "-" if r["peak_vram_gb"] is None else f"{r['peak_vram_gb']:.2f}"
+            table.add_row(r["config"], f"{r['s_per_step']:.4f}", f"{r['s_per_frame']:.4f}",
+                          f"{r['tflops']:.3f}", vram, str(r.get("forwards", "")))  # fmt: skip
+        console.print(table)
     if "quality" in report:
         q = report["quality"]["summary"]
         table = Table(title="quality against ground truth (mean ± std; drift = last 15% - first)")

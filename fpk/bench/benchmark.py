@@ -35,7 +35,8 @@ SCHEMA = "fpk.benchmark/1"
 #: Orders that generate from a start image, the drifting baseline first and the official one
 #: last (the registry lists them the other way round; forward continues a clip: fpk extend).
 ORDERS = tuple(name for name in reversed(orders.ORDERS) if name != "forward")
-PARTS = ("quality", "packing", "diffusers", "section_cost")
+PARTS = ("quality", "packing", "diffusers", "section_cost", "speed")
+DEFAULT_PARTS = PARTS[:-1]  # speed (fpk.bench.speed) only when asked for
 COST_SIGMA = 0.5  # a mid-trajectory step: the cost of a forward does not depend on it
 COST_GUIDANCE = 10.0  # the official distilled guidance
 
@@ -50,7 +51,7 @@ class Plan:
     sections: tuple[int, ...]  # section counts at which cost is measured
     time_cap: float  # seconds per section past which a method stops
     memory_cap_mb: float
-    parts: tuple[str, ...] = PARTS
+    parts: tuple[str, ...] = DEFAULT_PARTS
 
 
 def make_plan(sampler: str, quick: bool, seeds: int, parts: tuple[str, ...] | None) -> Plan:
@@ -298,10 +299,35 @@ def run(
         report["section_cost"] = section_cost(cost, rt.schedule.name)
     if "diffusers" in plan.parts:
         report["diffusers"] = diffusers_fn(plan.steps, 3, 3, sink)
+    if "speed" in plan.parts:
+        from fpk.bench.speed import run_speed
+
+        report["speed"] = run_speed(rt.preset, rt.device, rt.dtype, steps=plan.steps,
+                                    model=rt.components.transformer, sink=sink)  # fmt: skip
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     report["plots"] = plots(report, out)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def random_speed(preset, device: str | None, dtype: str | None, plan: Plan, out: Path,
+                 sink: ev.EventSink = ev.ignore) -> dict[str, Any]:  # fmt: skip
+    """`--part speed --random-weights`: the speed report of the preset's architecture with
+    random weights (fpk.bench.speed), no weights loaded."""
+    from fpk.bench.speed import run_speed
+    from fpk.model.devices import pick_device, pick_dtype
+
+    dev = pick_device(device)
+    t0 = time.perf_counter()
+    report = {"schema": SCHEMA, "preset": preset.name, "plan": plan.__dict__,
+              "device": str(dev), "random_weights": True,
+              "speed": run_speed(preset, dev, pick_dtype(dtype, dev), steps=plan.steps,
+                                 sink=sink)}  # fmt: skip
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 

@@ -154,7 +154,7 @@ class SectionCache:
         if self.spec.kind in ("teacache", "calibrate"):
             if name not in self.tea:
                 self.tea[name] = self._state()
-            state = self.model._fpk_teacache = self.tea[name]
+            self.model._fpk_teacache = self.tea[name]
             try:
                 yield
             finally:
