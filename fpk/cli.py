@@ -333,7 +333,7 @@ class RunArgs:
     as_json: EventsJsonOpt = False
 
     def placement(self) -> dict:
-        """batch.generate's `shard`, `ray` and `memory` arguments, checked."""
+        """batch.generate's `shard`, `ray` and `device_options` arguments, checked."""
         from fpk.run.distributed import RaySpec, parse_shard
 
         if self.executor not in ("local", "ray"):
@@ -351,7 +351,7 @@ class RunArgs:
 
         return {"shard": parse_shard(self.shard) if self.shard else None,
                 "ray": spec if self.executor == "ray" else None,
-                "memory": DeviceOptions(self.offload, self.vram, self.fp8,
+                "device_options": DeviceOptions(self.offload, self.vram, self.fp8,
                                         self.attention)}  # fmt: skip
 
 

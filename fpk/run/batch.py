@@ -175,11 +175,11 @@ def generate(
     preview: bool = False,
     shard: tuple[int, int] | None = None,
     ray: Any = None,
-    memory: DeviceOptions | None = None,
+    device_options: DeviceOptions | None = None,
 ) -> list[Outcome]:
     """`fpk generate` (and `fpk extend`, whose entries carry `video`): plan, load, run; only
     shard (I, N) of the manifest's entries where given; on a Ray cluster where `ray` (a
-    `fpk.run.distributed.RaySpec`) is given; the models placed under `memory`
+    `fpk.run.distributed.RaySpec`) is given; the models placed as `device_options` say
     (fpk.model.offload)."""
     from fpk.model.loading import COMPONENTS
     from fpk.run.jobs import plan_jobs
@@ -193,11 +193,11 @@ def generate(
     if ray is not None:
         from fpk.run import distributed as d
 
-        models = d.Models(preset, weights_dir, device, dtype, memory)
+        models = d.Models(preset, weights_dir, device, dtype, device_options)
         return d.run_on_ray(ray, planned, models, sink, should_stop, overwrite, preview)
 
     def load(sink: ev.EventSink):
-        return load_runtime(preset, weights_dir, device, dtype, sink, memory)
+        return load_runtime(preset, weights_dir, device, dtype, sink, device_options)
 
     return run_batch(planned, load, run_any, sink, should_stop, overwrite, preview)
 
@@ -208,9 +208,9 @@ def load_runtime(
     device: str | None,
     dtype: str | None,
     sink: ev.EventSink = ev.ignore,
-    memory: DeviceOptions | None = None,
+    device_options: DeviceOptions | None = None,
 ):
-    """The models of `preset` on the chosen device, placed under `memory` (offloading, a
+    """The models of `preset` on the chosen device, placed as `device_options` say (offloading, a
     VRAM budget, fp8: fpk.model.offload); a `Loading` event before each component and a
     `Message` with the plan where one was made."""
     from fpk.model.devices import pick_device, pick_dtype
@@ -220,14 +220,14 @@ def load_runtime(
 
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
-    memory = memory or DeviceOptions()
+    options = device_options or DeviceOptions()
 
     def loading(component: str, source: str) -> None:
         sink(ev.Loading("", component, source))
 
-    first = "cpu" if memory.planned(dev) else dev
+    first = "cpu" if options.planned(dev) else dev
     comps = load_components(preset, weights_dir, dtype=dt, device=first, on_load=loading)
-    plan = place_components(comps, preset, memory, dev, dt)
+    plan = place_components(comps, preset, options, dev, dt)
     if plan is not None:
         sink(ev.Message("", plan.describe()))
     return Runtime(preset, comps, dev, dt)

@@ -81,7 +81,7 @@ class Models:
     weights_dir: Path | None
     device: str | None
     dtype: str | None
-    memory: Any = None  # fpk.model.offload.DeviceOptions
+    device_options: Any = None  # fpk.model.offload.DeviceOptions
 
 
 class Worker:
@@ -93,7 +93,7 @@ class Worker:
         self.queue, self.name = queue, name
         t0 = time.perf_counter()
         self.runtime = load_runtime(models.preset, models.weights_dir, models.device,
-                                    models.dtype, self.emit, models.memory)  # fmt: skip
+                                    models.dtype, self.emit, models.device_options)  # fmt: skip
         self.emit(ev.Loaded("", round(time.perf_counter() - t0, 3)))
 
     def emit(self, event: ev.Event) -> None:

@@ -115,7 +115,7 @@ def _base_parts():
                     num_key_value_heads=8,
                     vocab_size=128320,
                 )
-            ),  # fmt: skip
+            ),
             text_encoder_2=CLIPTextModel(
                 CLIPTextConfig(
                     hidden_size=768,
@@ -124,7 +124,7 @@ def _base_parts():
                     num_attention_heads=12,
                     vocab_size=49408,
                 )
-            ),  # fmt: skip
+            ),
             image_encoder=SiglipVisionModel(
                 SiglipVisionConfig(
                     hidden_size=1152,
@@ -134,7 +134,7 @@ def _base_parts():
                     image_size=384,
                     patch_size=14,
                 )
-            ),  # fmt: skip
+            ),
             vae=AutoencoderKLHunyuanVideo(),
         )
     for name in o.MODELS:
@@ -174,7 +174,7 @@ def _generate(spec, dtype="float32"):
     from fpk.synthetic import world
 
     preset = load_preset("tiny")
-    rt = load_runtime(preset, None, "cpu", dtype, memory=spec)
+    rt = load_runtime(preset, None, "cpu", dtype, device_options=spec)
     s = world.scene(world.HELD_OUT)
     import tempfile
     from pathlib import Path
