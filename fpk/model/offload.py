@@ -244,10 +244,18 @@ def plan_memory(parts: list[Part], budget: int | None, mode: str = "auto") -> Pl
 
 def minimum_budget(parts: list[Part], mode: str = "sequential") -> int:
     """The smallest budget `mode` fits in: the least peak over its plans."""
-    lo, hi = 0, plan_peak(parts, {p.name: Placement("resident") for p in parts})
+
+    def fits(budget: int) -> bool:
+        return any(_mode_plan(parts, mode, budget, k) for k in _ks(parts, mode))
+
+    # an upper bound that fits: double buffering never needs more than twice the weights
+    hi = max(1, 2 * sum(p.weights for p in parts) + max((p.working for p in parts), default=0))
+    while not fits(hi):
+        hi *= 2
+    lo = 0
     while lo < hi:  # fits(budget) is monotone in the budget: bisect on bytes
         mid = (lo + hi) // 2
-        if any(_mode_plan(parts, mode, mid, k) for k in _ks(parts, mode)):
+        if fits(mid):
             hi = mid
         else:
             lo = mid + 1

@@ -333,7 +333,7 @@ class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin
         )
         self.norm_out = AdaLayerNormContinuous(inner, inner, elementwise_affine=False, eps=1e-6)
         self.proj_out = nn.Linear(inner, patch_size_t * patch_size * patch_size * out_channels)
-        processor = PackedAttnProcessor()
+        processor = self._packed_attention = PackedAttnProcessor()
         for block in [*self.transformer_blocks, *self.single_transformer_blocks]:
             block.attn.set_processor(processor)
         self.gradient_checkpointing = False
@@ -372,6 +372,19 @@ class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin
         out = self.proj_out(self.norm_out(tokens[:, -targets.shape[1] :], temb))
         out = out.reshape(batch, frames, height // p, width // p, -1, 1, p, p)
         return out.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    def set_attention_backend(self, backend: str) -> None:
+        """This model's blocks attend with diffusers' `backend` (its requirement check first).
+        Unlike diffusers' own method, the process-wide default stays as it is: a backend
+        chosen for one model must not leak into another (or into a parity test)."""
+        from diffusers.models.attention_dispatch import (
+            AttentionBackendName,
+            _check_attention_backend_requirements,
+        )
+
+        name = AttentionBackendName(backend.lower())
+        _check_attention_backend_requirements(name)
+        self._packed_attention._attention_backend = name
 
     def _blocks(self, tokens, text, temb, mask, rope) -> torch.Tensor:
         """The dual- then single-stream blocks; under TeaCache (fpk.model.caching, set per

@@ -233,3 +233,6 @@ def test_another_attention_backend_gives_the_same_output():
     _, want = _generate(o.DeviceOptions())
     _, got = _generate(o.DeviceOptions(attention="flex"))
     assert (got - want).abs().max() < 1e-4  # torch's flex attention: another kernel, same maths
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    assert _AttentionBackendRegistry.get_active_backend()[0].value == "native"  # no leak
