@@ -29,8 +29,13 @@ def random_transformer(preset, device, dtype, seed: int = 0):
 
     layout = get_schedule(preset.weights.trained_schedule or preset.schedule.name)
     torch.manual_seed(seed)
-    with torch.device(device):
-        model = FramePackTransformer(**transformer_config(preset.architecture, layout))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in `dtype`: 13B never passes through float32
+    try:
+        with torch.device(device):
+            model = FramePackTransformer(**transformer_config(preset.architecture, layout))
+    finally:
+        torch.set_default_dtype(default)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, RANDOM_STD)
@@ -164,7 +169,9 @@ def run_speed(preset, device, dtype, resolution=None, steps: int = 25, repeats: 
         rows.append(row(f"cache {cache}", seconds, counter.computed))
         counter.close()
     state = {k: v.to("cpu") for k, v in model.state_dict().items()}
-    del model
+    del model  # (a caller's loaded model stays where it is: its memory counts in the peaks)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     for mode in ("model", "group", "sequential"):  # each on a fresh copy in CPU memory
         placed = random_transformer(preset, "cpu", dtype)
         placed.load_state_dict(state)
