@@ -187,7 +187,7 @@ def use_cache(model, spec: CacheSpec, steps: int, preset: str = "tiny",
         config = MagCacheConfig(
             threshold=spec.threshold, max_skip_steps=MAGCACHE_MAX_SKIP,
             retention_ratio=MAGCACHE_RETENTION, num_inference_steps=steps,
-            mag_ratios=ratios or magcache_ratios(preset), calibrate=ratios == [],
+            mag_ratios=ratios or magcache_ratios(preset),
         )  # fmt: skip
     model.enable_cache(config)
     model._fpk_cache = wanted
