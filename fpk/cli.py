@@ -114,6 +114,13 @@ AttentionOpt = Annotated[
         "GPU, sdpa on a CPU).",
     ),
 ]
+CompileOpt = Annotated[
+    bool,
+    _flag(
+        "compile",
+        "torch.compile the transformer's blocks (the first step pays the compile time).",
+    ),
+]
 Fp8Opt = Annotated[
     bool, _flag("fp8", "Store the transformer's weights in fp8, compute in --dtype.")
 ]
@@ -321,6 +328,7 @@ class RunArgs:
     vram: VramOpt = None
     fp8: Fp8Opt = False
     attention: AttentionOpt = "auto"
+    compile: CompileOpt = False
     overwrite: OverwriteOpt = False
     quiet: QuietOpt = False
     verbose: VerboseOpt = False
@@ -352,7 +360,7 @@ class RunArgs:
         return {"shard": parse_shard(self.shard) if self.shard else None,
                 "ray": spec if self.executor == "ray" else None,
                 "device_options": DeviceOptions(self.offload, self.vram, self.fp8,
-                                        self.attention)}  # fmt: skip
+                                                self.attention, self.compile)}  # fmt: skip
 
 
 def _run_parameters() -> list[inspect.Parameter]:

@@ -1,6 +1,7 @@
 """`fpk benchmark --part speed`: the real transformer's seconds per denoising step and per
-output frame, for each attention backend, step cache and offload mode available, with peak
-GPU memory and TFLOP/s by an explicit FLOP count.
+output frame, for each attention backend, step cache, `--compile` (its compile time apart:
+the first call's seconds minus a steady call's) and offload mode available, with peak GPU
+memory and TFLOP/s by an explicit FLOP count.
 
 `--random-weights` builds the preset's architecture with seeded random weights straight on
 the device (no download: the 13B base at its real size), and feeds it random conditions of
@@ -172,6 +173,14 @@ def run_speed(preset, device, dtype, resolution=None, steps: int = 25, repeats: 
     del model  # (a caller's loaded model stays where it is: its memory counts in the peaks)
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    compiled = random_transformer(preset, device, dtype)
+    compiled.load_state_dict(state)
+    compiled.compile_repeated_blocks(dynamic=True)  # --compile
+    _reset_peak(device)
+    first = _seconds(lambda m=compiled: one_step(m), 1, device)
+    steady = _seconds(lambda m=compiled: one_step(m), repeats, device)
+    rows.append({**row("compile", steady), "compile_s": round(first - steady, 2)})
+    del compiled
     for mode in ("model", "group", "sequential"):  # each on a fresh copy in CPU memory
         placed = random_transformer(preset, "cpu", dtype)
         placed.load_state_dict(state)

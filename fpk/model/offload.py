@@ -44,12 +44,15 @@ class DeviceOptions:
     """How the models run, as the user asked: `--offload`, `--vram GB` (None: the GPU's own
     size where there is a GPU, no limit on a CPU), `--fp8` (transformer weights stored in
     float8_e4m3fn, computed in the run's dtype, by diffusers' layerwise casting) and
-    `--attention` (a name of ATTENTION, through diffusers' attention dispatcher)."""
+    `--attention` (a name of ATTENTION, through diffusers' attention dispatcher) and
+    `--compile` (diffusers' `compile_repeated_blocks`: each block compiled where it first
+    runs, so the first step of a run pays the compile time)."""
 
     offload: str = "auto"
     vram: float | None = None
     fp8: bool = False
     attention: str = "auto"
+    compile: bool = False  # regional torch.compile of the repeated blocks (dynamic shapes)
 
     def __post_init__(self) -> None:
         if self.attention not in ("auto", *ATTENTION):
@@ -381,12 +384,14 @@ def place_components(
         components.transformer.enable_layerwise_casting(
             storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype
         )
-    if not spec.planned(device):
-        return None
-    item = torch.empty((), dtype=dtype).element_size()
-    parts = parts_of(components, preset, None, item, cfg=preset.sampling.cfg > 1)
-    plan = plan_memory(parts, spec.budget(device), spec.offload)
-    apply_plan(components, plan, device)
+    plan = None
+    if spec.planned(device):
+        item = torch.empty((), dtype=dtype).element_size()
+        parts = parts_of(components, preset, None, item, cfg=preset.sampling.cfg > 1)
+        plan = plan_memory(parts, spec.budget(device), spec.offload)
+        apply_plan(components, plan, device)
+    if spec.compile and components.transformer is not None:
+        components.transformer.compile_repeated_blocks(dynamic=True)
     return plan
 
 

@@ -280,6 +280,8 @@ class FramePackTransformer(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin
     # --fp8 (layerwise casting) keeps these in the compute dtype, as diffusers' FramePack model
     # does ("x_embedder" also matches clean_x_embedder, the history projections)
     _skip_layerwise_casting_patterns = ["x_embedder", "context_embedder", "norm"]
+    # --compile: diffusers' regional compilation compiles each of these blocks, not the model
+    _repeated_blocks = ["HunyuanVideoTransformerBlock", "HunyuanVideoSingleTransformerBlock"]
 
     @register_to_config
     def __init__(

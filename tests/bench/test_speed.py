@@ -35,7 +35,9 @@ def test_speed_report_with_random_weights_on_the_cpu(tmp_path):
     speed = json.loads((tmp_path / "report.json").read_text())["speed"]
     configs = [r["config"] for r in speed["rows"]]
     assert configs[0] == "attention sdpa" and "cache teacache" in configs
-    assert {"offload model", "offload group", "offload sequential"} <= set(configs)
+    assert {"offload model", "offload group", "offload sequential", "compile"} <= set(configs)
+    compiled = next(r for r in speed["rows"] if r["config"] == "compile")
+    assert compiled["compile_s"] > 0  # the first call compiles; reported apart
     for r in speed["rows"]:
         assert r["s_per_step"] > 0 and r["tflops"] > 0 and r["peak_vram_gb"] is None
     teacache = next(r for r in speed["rows"] if r["config"] == "cache teacache")

@@ -236,3 +236,10 @@ def test_another_attention_backend_gives_the_same_output():
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
     assert _AttentionBackendRegistry.get_active_backend()[0].value == "native"  # no leak
+
+
+@pytest.mark.slow
+def test_compile_gives_the_eager_output():
+    _, want = _generate(o.DeviceOptions())
+    rt, got = _generate(o.DeviceOptions(compile=True))
+    assert (got - want).abs().max() < 1e-4
