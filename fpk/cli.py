@@ -635,7 +635,7 @@ def calibrate(
                                     "steps": steps}, {"name": f"c{n}"}, Path(tmp))
                     for n, i in enumerate(image)]  # fmt: skip
         elif p.weights.domain == "fpk-world":
-            jobs = cal.world_jobs(p, Path(tmp), scenes, float(length.rstrip("s")), steps)
+            jobs = cal.world_jobs(p, Path(tmp), scenes, length, steps)
         else:
             raise UsageError(f"fpk calibrate --preset {p.name}: give --image (and --prompt)")
         rt = load_runtime(p, weights, device, None)

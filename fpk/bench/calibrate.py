@@ -18,7 +18,7 @@ import numpy as np
 from fpk import events as ev
 
 
-def world_jobs(preset, folder: Path, scenes: int, seconds: float, steps: int) -> list:
+def world_jobs(preset, folder: Path, scenes: int, length: str, steps: int) -> list:
     """Held-out world scenes as jobs (their start frames written into `folder`)."""
     from PIL import Image
 
@@ -30,7 +30,7 @@ def world_jobs(preset, folder: Path, scenes: int, seconds: float, steps: int) ->
         s = world.scene(world.HELD_OUT + 100 + i)
         image = folder / f"start-{i}.png"
         Image.fromarray(world.render_frame(s, 0)).save(image)
-        entry = {"image": str(image), "prompt": s.prompt, "len": f"{seconds}s", "steps": steps}
+        entry = {"image": str(image), "prompt": s.prompt, "len": length, "steps": steps}
         jobs.append(resolve_job(preset, entry, {"name": f"calibrate-{i}"}, folder))
     return jobs
 

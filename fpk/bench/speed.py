@@ -110,6 +110,7 @@ def run_speed(preset, device, dtype, resolution=None, steps: int = 25, repeats: 
     """The speed report (see module doc); `model`: a loaded transformer instead of random."""
     from fpk.model.caching import ForwardCounter, SectionCache, parse_cache
     from fpk.model.call import predict_flow, target_tokens
+    from fpk.model.loading import Components
     from fpk.model.offload import ATTENTION, GB, apply_plan, count_part, plan_memory
     from fpk.sampling.sigmas import flow_sigmas
     from fpk.sampling.solvers import sample
@@ -185,7 +186,7 @@ def run_speed(preset, device, dtype, resolution=None, steps: int = 25, repeats: 
         placed = random_transformer(preset, "cpu", dtype)
         placed.load_state_dict(state)
         plan = plan_memory([count_part("transformer", placed, 0)], None, mode)
-        apply_plan(_Only(placed), plan, device)
+        apply_plan(Components(transformer=placed), plan, device)
         one_step(placed)
         _reset_peak(device)
         rows.append(row(f"offload {mode}", _seconds(lambda m=placed: one_step(m), repeats, device)))
@@ -194,13 +195,6 @@ def run_speed(preset, device, dtype, resolution=None, steps: int = 25, repeats: 
             "dtype": str(dtype).removeprefix("torch."), "steps": steps,
             "tokens": sequence + text, "flops_per_step": flops,
             "frames_per_section": frames, "rows": rows}  # fmt: skip
-
-
-class _Only:
-    """A Components-like holder of the transformer alone (for apply_plan)."""
-
-    def __init__(self, transformer) -> None:
-        self.transformer = transformer
 
 
 def _reset_peak(device) -> None:

@@ -137,7 +137,6 @@ class Plan:
     mode: str
     parts: dict[str, Placement] = field(default_factory=dict)
     peak: int = 0  # bytes on the GPU at most, by the needs' accounting
-    budget: int | None = None
 
     def describe(self) -> str:
         t = self.parts.get("transformer")
@@ -211,7 +210,7 @@ def _mode_plan(parts: list[Part], mode: str, budget: int | None, k: int = 1) -> 
             placements = {p.name: Placement("resident", tiled=tiled) for p in parts}
             peak = plan_peak(parts, placements)
             if budget is None or peak <= budget:
-                return Plan(mode, placements, peak, budget)
+                return Plan(mode, placements, peak)
         return None
     placements = {}
     for p in parts:
@@ -219,7 +218,7 @@ def _mode_plan(parts: list[Part], mode: str, budget: int | None, k: int = 1) -> 
         if found is None:
             return None
         placements[p.name] = found
-    return Plan(mode, placements, plan_peak(parts, placements), budget)
+    return Plan(mode, placements, plan_peak(parts, placements))
 
 
 def plan_memory(parts: list[Part], budget: int | None, mode: str = "auto") -> Plan:

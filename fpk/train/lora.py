@@ -13,7 +13,6 @@ averaged nor checkpointed. The EMA of the adapters is exported in diffusers/PEFT
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -79,23 +78,8 @@ class LoraTask(SectionTask):
             transformer_lora_adapter_metadata=self.lora_config.to_dict(),
         )
 
-    def sample(self, model, weights: Path, path: Path) -> None:
-        """2 s from the first clip's first frame and caption, with the averaged adapters, through
-        `fpk generate`'s code: a validation sample to watch."""
-        from PIL import Image
-
-        from fpk.run.jobs import resolve_job
-        from fpk.run.pipeline import run_job
-
+    def sample_start(self) -> tuple:
+        """The validation sample (see SectionTask.sample) starts from the first clip's first
+        frame and caption, at the preset's settings."""
         first = self.videos[0]
-        folder = path.parent / "sample-input"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(first["first_frame"]).save(folder / "start.png")
-        job = resolve_job(
-            self.preset,
-            {"image": str(folder / "start.png"), "prompt": first["prompt"], "len": "2s"},
-            {"name": path.stem},
-            path.parent,
-        )
-        comps = dataclasses.replace(self.rt.components, transformer=model)
-        run_job(dataclasses.replace(self.rt, components=comps), job)
+        return first["first_frame"], first["prompt"], {}

@@ -62,12 +62,9 @@ class Ema:
                 f"--resume: the checkpoint has no average for {len(missing)} parameters, e.g. "
                 f"{missing[0]}; was it made with other settings?"
             )
-        self._copy_into_shadow(state)
-
-    @torch.no_grad()
-    def _copy_into_shadow(self, state: dict[str, torch.Tensor]) -> None:
-        for name, value in self.shadow.items():
-            value.copy_(state[name])
+        with torch.no_grad():
+            for name, value in self.shadow.items():
+                value.copy_(state[name])
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -122,23 +122,26 @@ class SectionTask:
         model.register_to_config(fpk_schedule=self.rt.schedule.name)
         model.save_pretrained(weights / "transformer", safe_serialization=True)
 
+    def sample_start(self) -> tuple:
+        """The validation sample's start frame (H, W, 3), prompt and job settings: a held-out
+        world scene."""
+        s = world.scene(world.HELD_OUT + 1)
+        return world.render_frame(s, 0), s.prompt, {"steps": 10}
+
     def sample(self, model, weights: Path, path: Path) -> None:
-        """A 2 s held-out video with the current EMA weights, through `fpk generate`'s code."""
+        """A 2 s video from `sample_start` with the current EMA weights, through `fpk
+        generate`'s code."""
+        from PIL import Image
+
         from fpk.run.jobs import resolve_job
         from fpk.run.pipeline import run_job
 
-        s = world.scene(world.HELD_OUT + 1)
+        image, prompt, settings = self.sample_start()
         folder = path.parent / "sample-input"
         folder.mkdir(parents=True, exist_ok=True)
-        from PIL import Image
-
-        Image.fromarray(world.render_frame(s, 0)).save(folder / "start.png")
-        job = resolve_job(
-            self.preset,
-            {"image": str(folder / "start.png"), "prompt": s.prompt, "len": "2s", "steps": 10},
-            {"name": path.stem},
-            path.parent,
-        )
+        Image.fromarray(image).save(folder / "start.png")
+        entry = {"image": str(folder / "start.png"), "prompt": prompt, "len": "2s", **settings}
+        job = resolve_job(self.preset, entry, {"name": path.stem}, path.parent)
         comps = dataclasses.replace(self.rt.components, transformer=model)
         run_job(dataclasses.replace(self.rt, components=comps), job)
 

@@ -4,8 +4,6 @@ close output), and MagCache's calibration."""
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,26 +50,17 @@ def test_teacache_computes_first_and_last_and_whenever_the_change_adds_up(change
 
 
 def _run(cache: str, steps: int = 8):
-    from PIL import Image
-
     from fpk.config import load_preset
     from fpk.run.batch import load_runtime
-    from fpk.run.jobs import resolve_job
-    from fpk.run.pipeline import sample_job
     from fpk.synthetic import world
+    from tests.latents import world_job_latents
 
     rt = _run.rt = getattr(_run, "rt", None) or load_runtime(load_preset("tiny"), None, "cpu",
                                                              "float32")  # fmt: skip
-    s = world.scene(world.HELD_OUT + 2)
-    with tempfile.TemporaryDirectory() as tmp:
-        Image.fromarray(world.render_frame(s, 0)).save(Path(tmp) / "s.png")
-        entry = {"image": str(Path(tmp) / "s.png"), "prompt": s.prompt, "len": "0.6s",
-                 "steps": steps, "cache": cache}  # fmt: skip
-        job = resolve_job(rt.preset, entry, {"name": "c"}, Path(tmp))
-        counter = c.ForwardCounter(rt.components.transformer)
-        latents = sample_job(rt, job).latents
-        counter.close()
-    return torch.stack([latents[k] for k in sorted(latents)]), counter.computed
+    counter = c.ForwardCounter(rt.components.transformer)
+    latents = world_job_latents(rt, world.HELD_OUT + 2, len="0.6s", steps=steps, cache=cache)
+    counter.close()
+    return latents, counter.computed
 
 
 def test_each_cache_skips_forwards_and_stays_close_to_the_uncached_output():

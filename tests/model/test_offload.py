@@ -169,24 +169,11 @@ def test_base_plans_from_4_to_80_gb(base_parts):
 def _generate(spec, dtype="float32"):
     from fpk.config import load_preset
     from fpk.run.batch import load_runtime
-    from fpk.run.jobs import resolve_job
-    from fpk.run.pipeline import sample_job
     from fpk.synthetic import world
+    from tests.latents import world_job_latents
 
-    preset = load_preset("tiny")
-    rt = load_runtime(preset, None, "cpu", dtype, device_options=spec)
-    s = world.scene(world.HELD_OUT)
-    import tempfile
-    from pathlib import Path
-
-    from PIL import Image
-
-    with tempfile.TemporaryDirectory() as tmp:
-        Image.fromarray(world.render_frame(s, 0)).save(Path(tmp) / "s.png")
-        job = resolve_job(preset, {"image": str(Path(tmp) / "s.png"), "prompt": s.prompt,
-                                   "len": "1s", "steps": 4}, {"name": "o"}, Path(tmp))  # fmt: skip
-        latents = sample_job(rt, job).latents  # position -> (C, h, w)
-        return rt, torch.stack([latents[k] for k in sorted(latents)])
+    rt = load_runtime(load_preset("tiny"), None, "cpu", dtype, device_options=spec)
+    return rt, world_job_latents(rt, world.HELD_OUT, len="1s", steps=4)
 
 
 def test_every_offload_mode_and_fp8_run_end_to_end_on_the_cpu():
