@@ -166,6 +166,7 @@ def packing_methods(rt) -> dict[str, Schedule]:
 
 def section_seconds(rt, schedule: Schedule, history: int, repeats: int = 2) -> tuple[float, int]:
     """Seconds of one denoising step of a section with `history` frames behind it, tokens."""
+    from fpk.bench.speed import history_section
     from fpk.model.call import (
         blank_image_embeds,
         latent_channels,
@@ -173,17 +174,13 @@ def section_seconds(rt, schedule: Schedule, history: int, repeats: int = 2) -> t
         section_inputs,
         tokens_per_frame,
     )
-    from fpk.model.context import context_tokens, section_context
-    from fpk.sampling.orders import HistorySide, SectionStep
+    from fpk.model.context import context_tokens
 
     window = rt.preset.sampling.window
     grid = rt.preset.latent_grid()
     model = rt.components.transformer
     c = latent_channels(rt.components)
-    first = 1 + history
-    step = SectionStep(0, 0, range(first, first + window), 0, (HistorySide(first - 1, -1),))
-    latents = {p: torch.randn(c, grid.height, grid.width) for p in range(first)}
-    ctx = section_context(step, schedule, grid, latents, 0, latents[0])
+    step, ctx = history_section(schedule, grid, window, c, history)
     prompt = rt.prompt("the red square moves to the top right corner and stops")
     positions = torch.tensor([list(step.target)])
     inputs = section_inputs([prompt], blank_image_embeds(rt.components), positions, [ctx],

@@ -43,23 +43,28 @@ def random_transformer(preset, device, dtype, seed: int = 0):
     return model.to(dtype).eval()
 
 
+def history_section(schedule, grid, window: int, channels: int, history: int):
+    """(step, context) of a section with `history` random latent frames behind it, packed by
+    `schedule`: the section every cost measurement times."""
+    from fpk.model.context import section_context
+    from fpk.sampling.orders import HistorySide, SectionStep
+
+    first = 1 + history
+    step = SectionStep(0, 0, range(first, first + window), 0, (HistorySide(first - 1, -1),))
+    known = {p: torch.randn(channels, grid.height, grid.width) for p in range(first)}
+    return step, section_context(step, schedule, grid, known, 0, known[0])
+
+
 def random_section(model, preset, resolution, device, dtype):
     """(x, inputs) of one section with a full packed history, random tensors of real shapes."""
     from fpk.model.call import section_inputs
     from fpk.model.conditioning import PromptEmbeds
-    from fpk.model.context import section_context
-    from fpk.sampling.orders import HistorySide, SectionStep
 
     cfg = model.config
     grid = preset.latent_grid(resolution)
     window = preset.sampling.window
-    layout = preset.schedule
-    history = layout.capacity + 1
-    step = SectionStep(0, 0, range(1 + history, 1 + history + window), 0,
-                       (HistorySide(history, -1),))  # fmt: skip
     c = cfg.in_channels
-    known = {p: torch.randn(c, grid.height, grid.width) for p in range(1 + history)}
-    ctx = section_context(step, layout, grid, known, 0, known[0])
+    step, ctx = history_section(preset.schedule, grid, window, c, preset.schedule.capacity + 1)
     prompt = PromptEmbeds(
         torch.randn(1, PROMPT_TOKENS, cfg.text_embed_dim),
         torch.ones(1, PROMPT_TOKENS, dtype=torch.bool),
