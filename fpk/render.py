@@ -411,6 +411,11 @@ def print_benchmark(report: dict[str, Any], out: Any) -> None:
             f"against diffusers' pipeline: fpk {d['fpk_seconds']:.2f} s, diffusers "
             f"{d['diffusers_seconds']:.2f} s (median of {d['runs']}): "
             f"[bold]{d['speedup']:.2f}x[/]"
+            + (
+                f"; {d['speedup_same_vae']:.2f}x with diffusers on fpk's VAE set-up"
+                if "speedup_same_vae" in d
+                else ""
+            )
         )
     console.print(
         f"report: {out}/report.json; plots: {', '.join(report.get('plots', []))}; "

@@ -253,25 +253,34 @@ def section_cost(cost: dict[str, Any], name: str) -> dict[str, float]:
 
 def against_diffusers(steps: int, sections: int, runs: int, sink: ev.EventSink) -> dict[str, Any]:
     """fpk vs HunyuanVideoFramepackPipeline on the same tiny released-layout components,
-    Euler, same sections and steps; alternating runs in this process; median seconds."""
+    Euler, same sections and steps; alternating runs in this process; median seconds.
+    diffusers runs as it ships (`speedup`) and, apart, on fpk's own VAE object with its
+    oneDNN convolutions (`speedup_same_vae`), so that what fpk's VAE set-up is worth shows."""
     from fpk.bench.comparison import diffusers_runner, fpk_runner, released_components
 
     with tempfile.TemporaryDirectory() as tmp:
         rt, image = released_components(Path(tmp))
-        ours = fpk_runner(rt, image, sections, steps, Path(tmp) / "out")
-        theirs = diffusers_runner(rt, image, sections, steps)
-        ours(), theirs()  # warm up both
-        t_ours, t_theirs = [], []
+        runners = {
+            "fpk": fpk_runner(rt, image, sections, steps, Path(tmp) / "out"),
+            "diffusers": diffusers_runner(rt, image, sections, steps),
+            "diffusers_same_vae": diffusers_runner(rt, image, sections, steps, stock=False),
+        }
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for fn in runners.values():
+            fn()  # warm up
         for i in range(runs):
-            for fn, times in ((ours, t_ours), (theirs, t_theirs)):
+            for name, fn in runners.items():
                 t = time.perf_counter()
                 fn()
-                times.append(time.perf_counter() - t)
+                times[name].append(time.perf_counter() - t)
             sink(ev.Message("benchmark", f"diffusers comparison: run {i + 1}/{runs}"))
-    fpk_s, dif_s = statistics.median(t_ours), statistics.median(t_theirs)
-    return {"fpk_seconds": round(fpk_s, 4), "diffusers_seconds": round(dif_s, 4),
-            "speedup": round(dif_s / fpk_s, 3), "runs": runs, "sections": sections,
-            "steps": steps, "fpk_all": t_ours, "diffusers_all": t_theirs}  # fmt: skip
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    return {"fpk_seconds": round(med["fpk"], 4), "diffusers_seconds": round(med["diffusers"], 4),
+            "diffusers_same_vae_seconds": round(med["diffusers_same_vae"], 4),
+            "speedup": round(med["diffusers"] / med["fpk"], 3),
+            "speedup_same_vae": round(med["diffusers_same_vae"] / med["fpk"], 3),
+            "runs": runs, "sections": sections, "steps": steps,
+            **{f"{name}_all": ts for name, ts in times.items()}}  # fmt: skip
 
 
 # --- the whole run -----------------------------------------------------------------------

@@ -64,19 +64,24 @@ def fpk_runner(rt, image: Path, sections: int, steps: int, out: Path) -> Callabl
     return lambda: run_job(rt, job)
 
 
-def diffusers_pipeline(rt):
+def diffusers_pipeline(rt, stock: bool = True):
     """diffusers' FramePack pipeline over `rt`'s components (its transformer class holding our
     transformer's weights: same keys on the released layout), flow-matching Euler with the
-    FramePack shift."""
+    FramePack shift. With `stock`, on a copy of the VAE as diffusers ships it (fpk's oneDNN
+    convolutions back to nn.Conv3d: fpk.model.onednn), else on fpk's own VAE object."""
+    import copy
+
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
         HunyuanVideoFramepackPipeline,
         HunyuanVideoFramepackTransformer3DModel,
     )
 
+    from fpk.model.onednn import use_onednn
     from fpk.model.transformer import transformer_config
 
     c = rt.components
+    vae = use_onednn(copy.deepcopy(c.vae), enabled=False) if stock else c.vae
     cfg = transformer_config(rt.preset.architecture, rt.schedule)
     for key in ("history_kernels", "history_independent"):
         cfg.pop(key)
@@ -85,7 +90,7 @@ def diffusers_pipeline(rt):
     )
     ref.load_state_dict(c.transformer.state_dict(), strict=True)
     pipe = HunyuanVideoFramepackPipeline(
-        transformer=ref.eval(), vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer,
+        transformer=ref.eval(), vae=vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer,
         text_encoder_2=c.text_encoder_2, tokenizer_2=c.tokenizer_2,
         image_encoder=c.image_encoder, feature_extractor=c.feature_extractor,
         scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
@@ -94,11 +99,14 @@ def diffusers_pipeline(rt):
     return pipe
 
 
-def diffusers_runner(rt, image: Path, sections: int, steps: int) -> Callable[[], None]:
-    """HunyuanVideoFramepackPipeline on the same components, decoded frames as numpy."""
+def diffusers_runner(
+    rt, image: Path, sections: int, steps: int, stock: bool = True
+) -> Callable[[], None]:
+    """HunyuanVideoFramepackPipeline on the same components (`diffusers_pipeline`), decoded
+    frames as numpy."""
     from PIL import Image
 
-    pipe = diffusers_pipeline(rt)
+    pipe = diffusers_pipeline(rt, stock)
     prompt = rt.prompt("")
     window = rt.preset.sampling.window
     img = Image.open(image).convert("RGB")

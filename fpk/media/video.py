@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -22,9 +23,11 @@ from fpk.errors import OutputError, UsageError, writing
 # libx264 is not bit-exact from run to run here: its assembly picks code paths by the memory
 # alignment of its buffers (the Cache64 routines), and its frame and slice threads change its
 # decisions too; the same frames gave different bytes, now and then different pixels. One
-# thread of plain C is the same every time and on every CPU, at about 4-8x the encoding time,
-# which is small beside sampling the sections (tests/media/test_determinism.py).
-X264_PARAMS = "asm=0:threads=1:sliced-threads=0:lookahead-threads=1"
+# thread is the same every time, with the assembly limited to the baseline every x86-64 CPU
+# has (MMX2, SSE, SSE2: the same bytes as plain C, at less than half its time); plain C
+# elsewhere (tests/media/test_determinism.py).
+X264_ASM = "MMX2,SSE,SSE2" if platform.machine().lower() in ("x86_64", "amd64") else "0"
+X264_PARAMS = f"asm={X264_ASM}:threads=1:sliced-threads=0:lookahead-threads=1"
 
 
 def check_writable(folder: Path) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fpk.errors import UsageError
+from fpk.media import decoding
 
 MODES = ("none", "model", "group", "sequential")  # fastest first
 ATTENTION = {  # --attention name -> diffusers' attention backend (never a hub download)
@@ -34,7 +35,6 @@ ATTENTION = {  # --attention name -> diffusers' attention backend (never a hub d
 AUTO_ATTENTION = ("flash3", "sage", "flash", "sdpa")  # `auto` on a GPU: the first installed
 GB = 1 << 30
 ACTIVATION_FACTOR = 12  # live (tokens x width) tensors at a block's peak: MLP in/out and 4x
-VAE_FACTOR = 6  # live (pixels x 128 channels) tensors at a VAE decoder's peak
 VAE_TILE = (256, 256, 16)  # diffusers' HunyuanVideo VAE tile: height, width, pixel frames
 ENCODER_TOKENS = 1024  # an encoder's sequence, generously (Llama: <= 256 + template; SigLIP 729)
 
@@ -292,8 +292,9 @@ def count_part(name: str, module: torch.nn.Module, working: int, tiled: int | No
 def working_sets(components, preset, resolution, dtype_bytes: int, cfg: bool) -> dict[str, int]:
     """Estimated working sets (bytes) of each model of `components` for one section at
     `resolution`: the transformer's tokens x width x ACTIVATION_FACTOR (x2 with real CFG); the
-    VAE's decode of one section's pixel frames x its widest channels x VAE_FACTOR, untiled and
-    tiled; an encoder's ENCODER_TOKENS x its width x ACTIVATION_FACTOR."""
+    VAE's decode of one chunk's pixel frames (fpk.media.decoding.span_for; a temporal tile
+    where it decodes framewise) x its widest channels x VAE_FACTOR, untiled and tiled; an
+    encoder's ENCODER_TOKENS x its width x ACTIVATION_FACTOR."""
     from fpk.model.accounting import context_report
 
     arch = preset.architecture
@@ -303,11 +304,16 @@ def working_sets(components, preset, resolution, dtype_bytes: int, cfg: bool) ->
     out = {"transformer": tokens * width * dtype_bytes * ACTIVATION_FACTOR * (2 if cfg else 1)}
     if components.vae is not None:
         res = resolution or preset.sampling.resolution
-        frames = 1 + preset.sampling.window * preset.vae.temporal_compression
-        per_pixel = components.vae.config.block_out_channels[0] * dtype_bytes * VAE_FACTOR
+        window, t = preset.sampling.window, preset.vae.temporal_compression
+        per_frame = decoding.frame_bytes(components.vae, res.height, res.width, dtype_bytes)
+        span = decoding.span_for(per_frame, window, window, preset.vae.framewise_decoding, t)
         h, w, f = VAE_TILE
-        out["vae"] = res.height * res.width * frames * per_pixel
-        out["vae_tiled"] = min(res.height, h) * min(res.width, w) * min(frames, f + 1) * per_pixel
+        frames = decoding.pixel_frames(span, t)
+        if preset.vae.framewise_decoding:  # diffusers decodes it in temporal tiles
+            frames = min(frames, f + 1)
+        out["vae"] = frames * per_frame
+        tile = min(res.height, h) * min(res.width, w) / (res.height * res.width)
+        out["vae_tiled"] = int(min(frames, f + 1) * per_frame * tile)
     for name in ("text_encoder", "text_encoder_2", "image_encoder"):
         module = getattr(components, name, None)
         if module is not None:

@@ -41,10 +41,11 @@ def write_video(
     spatial = vae.config.spatial_compression_ratio
     h, w = frames[0].shape[-2] * spatial, frames[0].shape[-1] * spatial
     tags = video_tags(job, f"fpk {job.name}: preset {job.preset}, seed {job.seed}")
+    span = decoding.decode_span(vae, h, w, job.window, job.window, sgrid.temporal)
     written = 0
     with VideoWriter(job.output, job.fps, w, h, job.crf, tags) as writer:
         for chunk in stream_frames(decode, sgrid.latent_frames, job.window, job.window,
-                                   job.frames, sgrid.temporal):  # fmt: skip
+                                   job.frames, sgrid.temporal, span):  # fmt: skip
             writer.write(decoding.to_uint8(chunk))
             written += chunk.shape[1]
             sink(ev.FramesWritten(job.name, written, job.frames))

@@ -9,7 +9,9 @@ import torch
 
 from fpk.config import Preset
 from fpk.model import conditioning as cond
+from fpk.model.devices import keep_freed_memory
 from fpk.model.lora import LoraRef, LoraState
+from fpk.model.onednn import use_onednn
 from fpk.model.packing import Schedule
 
 if TYPE_CHECKING:  # loading imports diffusers' models: only for the annotation
@@ -31,6 +33,9 @@ class Runtime:
         vae = self.components.vae
         if vae is not None:
             vae.use_framewise_decoding = self.preset.vae.framewise_decoding
+            use_onednn(vae)
+        if self.device.type == "cpu":
+            keep_freed_memory()
 
     @property
     def schedule(self) -> Schedule:

@@ -56,6 +56,9 @@ def test_against_diffusers_measures_both(tmp_path):
     assert result["speedup"] == pytest.approx(
         result["diffusers_seconds"] / result["fpk_seconds"], rel=1e-2
     )
+    assert result["speedup_same_vae"] == pytest.approx(
+        result["diffusers_same_vae_seconds"] / result["fpk_seconds"], rel=1e-2
+    )
 
 
 def test_drift_and_wins_arithmetic():

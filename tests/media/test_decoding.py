@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fpk.media.decoding import pixel_frames, plan_chunks, stream_frames
+from fpk.media.decoding import MAX_SPAN, pixel_frames, plan_chunks, span_for, stream_frames
 
 
 def _fake_decode(temporal: int):
@@ -25,7 +25,8 @@ def _fake_decode(temporal: int):
 def test_every_frame_once_in_order(latents, window, overlap, data):
     total = pixel_frames(latents)
     limit = data.draw(st.integers(1, total))
-    chunks = stream_frames(_fake_decode(4), latents, window, overlap, limit)
+    span = data.draw(st.none() | st.integers(1, 40))
+    chunks = stream_frames(_fake_decode(4), latents, window, overlap, limit, span=span)
     got = torch.cat(list(chunks), dim=1)[0, :, 0, 0]
     assert torch.allclose(got, torch.arange(limit, dtype=torch.float32), atol=1e-4)
 
@@ -38,6 +39,34 @@ def test_chunks_cover_and_share_4o_minus_3(latents, window, overlap):
     for prev, cur in zip(chunks, chunks[1:], strict=False):
         assert cur.start == prev.stop - o and cur.blend == 4 * o - 3
         assert cur.stop - cur.start <= window + o  # one window of new frames at a time
+
+
+@given(st.integers(2, 200), st.integers(1, 9), st.integers(1, 9), st.integers(1, 40))
+def test_chunks_of_a_span_decode_only_the_overlaps_twice(latents, window, overlap, span):
+    chunks = plan_chunks(latents, window, overlap, span=span)
+    o = max(1, min(overlap, window))
+    longest = max(span, window + o)
+    assert chunks[0].start == 0 and chunks[-1].stop == latents
+    for prev, cur in zip(chunks, chunks[1:], strict=False):
+        assert cur.start == prev.stop - o and cur.blend == 4 * o - 3
+    assert all(c.stop - c.start <= longest for c in chunks)
+    assert all(c.stop - c.start == longest for c in chunks[:-1])  # all full but the last
+    decoded = sum(c.stop - c.start for c in chunks)
+    assert decoded == latents + o * (len(chunks) - 1)
+
+
+@given(st.integers(1, 1 << 34), st.integers(1, 9), st.integers(1, 9), st.booleans())
+def test_span_fits_the_budget_and_never_falls_below_a_window(per_frame, window, overlap, tiled):
+    from fpk.media.decoding import DECODE_BUDGET
+
+    span = span_for(per_frame, window, overlap, tiled)
+    least = window + max(1, min(overlap, window))
+    assert least <= span <= max(least, MAX_SPAN)
+    if tiled:
+        assert span == max(least, MAX_SPAN)
+    elif span > least:  # chosen by the budget: its pixel frames fit
+        assert pixel_frames(span) * per_frame <= DECODE_BUDGET
+        assert span == MAX_SPAN or pixel_frames(span + 1) * per_frame > DECODE_BUDGET
 
 
 def test_blend_fades_linearly():

@@ -39,6 +39,21 @@ def test_writer_gives_one_file_for_the_same_frames(tmp_path, size, repeats):
     assert len(digests) == 1
 
 
+def test_baseline_assembly_writes_the_bytes_of_plain_c(tmp_path, monkeypatch):
+    """The x86-64 baseline assembly fpk lets libx264 use changes no byte against plain C."""
+    from fpk.media import video
+
+    frames = soft_disc(30, 64)
+    digests = []
+    for i, params in enumerate((video.X264_PARAMS, video.X264_PARAMS.replace(video.X264_ASM, "0"))):
+        monkeypatch.setattr(video, "X264_PARAMS", params)
+        path = tmp_path / f"v{i}.mp4"
+        with VideoWriter(path, 30, 64, 64, crf=16) as writer:
+            writer.write(frames)
+        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
 def test_job_run_twice_gives_identical_bytes(tiny_saved, tmp_path):
     _, _, weights = tiny_saved
     manifest = write_manifest(tmp_path / "jobs.toml", [
