@@ -51,8 +51,8 @@ CORNERS: dict[str, tuple[int, int]] = {
 STAY = "stays"
 GOALS = (*CORNERS, STAY)
 CIRCLE = "circle"  # not a goal: the LoRA demonstration's motion (see the module doc)
-RADIUS = 8  # pixels: the circle the object's top-left corner runs on
-PERIOD = 20  # pixel frames a turn takes: one section of the tiny preset (5 latent frames)
+RADIUS = 16  # pixels: the circle the object's top-left corner runs on (2 latent pixels)
+PERIOD = 40  # pixel frames a turn takes: two sections of the tiny preset (10 latent frames)
 
 
 @dataclass(frozen=True)
