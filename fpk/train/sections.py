@@ -147,14 +147,14 @@ class SectionTask:
 
 
 def probe_task(weights: Path, threads: int = 0, preset: str = "tiny") -> SectionTask:
-    """A SectionTask over `weights` with no scenes encoded (probes set `videos`), its
+    """A SectionTask over `weights` with one scene encoded (probes set `videos`), its
     transformer in eval mode: what the benchmarks that question a trained model start from."""
     from fpk.config import load_preset
 
     if threads:
         torch.set_num_threads(threads)
     p = load_preset(preset)
-    task = SectionTask(p, load(p, weights), TrainConfig(scenes=0, seed=1))
+    task = SectionTask(p, load(p, weights), TrainConfig(scenes=1, seed=1))
     task.model.eval()
     return task
 

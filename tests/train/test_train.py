@@ -207,3 +207,12 @@ def test_first_sections_are_the_inverted_orders_first(small_preset, tmp_path):
             target, video["latents"][:, step.target.start : step.target.stop]
         )
         assert positions[0] > 0 and len(positions) == task.window
+
+
+def test_probe_task_loads_a_trained_model_for_the_probes(tiny_saved):
+    """benchmarks/goal_probe.py and prompt_probe.py start from it (it once refused scenes=0)."""
+    from fpk.train.sections import probe_task
+
+    _, _, folder = tiny_saved
+    task = probe_task(folder)
+    assert not task.model.training and len(task.videos) == 1
