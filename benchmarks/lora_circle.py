@@ -1,13 +1,13 @@
 """A LoRA teaches the tiny model a motion it does not know: an object that moves in a circle.
 
-1. data: 8 synthetic-world clips of 4 s (`world.circling_scene(0..7)`: a turn of 8 px radius
-   every 20 frames), as `NN.mp4` + `NN.txt`, the layout `fpk train --lora --data` reads;
+1. data: 8 synthetic-world clips of 4 s (`world.circling_scene(0..7)`: a turn of 16 px radius
+   every 40 frames), as `NN.mp4` + `NN.txt`, the layout `fpk train --lora --data` reads;
 2. train: `fpk train --lora --data OUT/data --run OUT/run` (resumes where it stopped; skipped
    when a finished run of --steps is there);
 3. eval: one `fpk generate --manifest` of the held-out circling starts (seeds from
    world.HELD_OUT, never trained on), each once with `lora = [the trained file]` and once
    without, same seed; every frame scored against the world's ground truth:
-   position error of the object's centre, turns made around the circle's centre (truth: 1.5 a
+   position error of the object's centre, turns made around the circle's centre (truth: 0.75 a
    second), and "follows": mean position error under 4 px with the object solid in most frames.
 
     .venv/bin/python benchmarks/lora_circle.py --out /tmp/lora-circle --steps 800
