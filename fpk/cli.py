@@ -562,6 +562,16 @@ def benchmark(
     ] = None,
     preset: PresetOpt = DEFAULT_PRESET,
     seeds: Annotated[int, typer.Option("--seeds", help="Held-out scenes per configuration.")] = 3,
+    length: Annotated[
+        str | None,
+        typer.Option(
+            "--len", help="Quality part: video length (e.g. 60s; default 20s, --quick 4s)."
+        ),
+    ] = None,
+    window: Annotated[
+        list[int] | None,
+        typer.Option("--window", help="Quality part: section sizes (repeatable; default 1, 4, 9)."),
+    ] = None,
     weights: WeightsOpt = None,
     out: OutOpt = Path("bench"),
     device: DeviceOpt = None,
@@ -583,8 +593,13 @@ def benchmark(
     _quiet_libraries()
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
-    plan = bm.make_plan(sampler, quick, seeds, tuple(part) if part else None)
+    from fpk.sampling.timeline import parse_length
+
     p = load_preset(preset)
+    fps = p.sampling.fps
+    seconds = parse_length(length, fps) / fps if length else None
+    plan = bm.make_plan(sampler, quick, seeds, tuple(part) if part else None, seconds,
+                        tuple(window) if window else None)  # fmt: skip
     with _sink(RunArgs(quiet=as_json, as_json=as_json), batch=True) as sink:
         if random_weights:
             if plan.parts != ("speed",):
@@ -677,6 +692,29 @@ FirstShareOpt = Annotated[
         "of the video from the start image alone: the goal is only in the prompt).",
     ),
 ]
+ContinuousOpt = Annotated[
+    int,
+    typer.Option(
+        "--continuous",
+        help="Transformer: continuous-motion world scenes (seeds 0..N-1) to train on beside "
+        "--scenes goal scenes.",
+    ),
+]
+StartShareOpt = Annotated[
+    float,
+    typer.Option(
+        "--start-share",
+        help="Transformer: share of steps trained on text-to-video start frames (the first "
+        "frame from the prompt alone).",
+    ),
+]
+ReverseShareOpt = Annotated[
+    float,
+    typer.Option(
+        "--reverse-share",
+        help="Transformer: share of sections laid out as fpk extend --reverse lays them out.",
+    ),
+]
 LoraTrainOpt = Annotated[
     bool,
     _flag(
@@ -715,6 +753,9 @@ def train(
     decoder_only: DecoderOnlyOpt = False,
     inflate: InflateOpt = False,
     first_share: FirstShareOpt = 0.0,
+    continuous: ContinuousOpt = 0,
+    start_share: StartShareOpt = 0.0,
+    reverse_share: ReverseShareOpt = 0.0,
     lora: LoraTrainOpt = False,
     data: DataOpt = None,
     rank: RankOpt = 16,
@@ -737,7 +778,8 @@ def train(
         steps=steps, batch=batch, lr=lr, scenes=scenes,
         checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed,
         threads=threads, decoder_only=decoder_only, inflate=inflate, first_share=first_share,
-        data=data, rank=rank, component="lora" if lora else component,
+        continuous=continuous, start_share=start_share, reverse_share=reverse_share, data=data,
+        rank=rank, component="lora" if lora else component,
     )  # fmt: skip
     folder = weights or EMBEDDED_DIR / p.name
     with _StopFlag() as stop, TrainRenderer(quiet, steps) as sink:

@@ -416,6 +416,11 @@ def print_benchmark(report: dict[str, Any], out: Any) -> None:
                 if "speedup_same_vae" in d
                 else ""
             )
+            + (
+                f"; {d['speedup_frames']:.2f}x against diffusers' frames without its mp4"
+                if "speedup_frames" in d
+                else ""
+            )
         )
     console.print(
         f"report: {out}/report.json; plots: {', '.join(report.get('plots', []))}; "

@@ -128,11 +128,17 @@ def test_bad_preset_file_one_line_exit_2(capsys, tmp_path, edit, needle):
 
 
 @pytest.mark.parametrize(
-    "command", [["benchmark", "--part", "nope"], ["benchmark", "--sampler", "sideways"]]
+    ("command", "needle"),
+    [
+        (["benchmark", "--part", "nope"], "unknown --part"),
+        (["benchmark", "--sampler", "sideways"], "unknown sampler"),
+        (["benchmark", "--window", "0"], "--window 0"),
+        (["benchmark", "--len", "soon"], "--len 'soon'"),
+    ],
 )
-def test_benchmark_bad_input(capsys, command):
+def test_benchmark_bad_input(capsys, command, needle):
     code, _, err = run(capsys, *command)
-    _one_line_error(code, err, 2, "unknown")
+    _one_line_error(code, err, 2, needle)
 
 
 def test_help_does_not_import_torch():

@@ -1,6 +1,8 @@
 """`fpk benchmark`: what FramePack claims, measured on the model at hand.
 
-1. quality and drift by sampling order and section size, against the world's ground truth;
+1. quality and drift by sampling order and section size on held-out continuous-motion scenes
+   (world.continuous_scene), against the world's ground truth: per-second metrics, their
+   drift the paper's way (last 10 s minus first 10 s) and the largest per-frame jump;
 2. packing against the alternatives (full context, a fixed window): tokens, seconds and peak
    memory per section as the video grows, and identity kept at the end;
 3. throughput against diffusers' HunyuanVideoFramepackPipeline on the same components;
@@ -54,7 +56,14 @@ class Plan:
     parts: tuple[str, ...] = DEFAULT_PARTS
 
 
-def make_plan(sampler: str, quick: bool, seeds: int, parts: tuple[str, ...] | None) -> Plan:
+def make_plan(
+    sampler: str,
+    quick: bool,
+    seeds: int,
+    parts: tuple[str, ...] | None,
+    seconds: float | None = None,
+    windows: tuple[int, ...] | None = None,
+) -> Plan:
     from fpk.errors import UsageError
 
     bad = [p for p in parts or () if p not in PARTS]
@@ -73,6 +82,12 @@ def make_plan(sampler: str, quick: bool, seeds: int, parts: tuple[str, ...] | No
         time_cap=5.0 if quick else 60.0,
         memory_cap_mb=8000.0,
     )
+    if seconds is not None:
+        plan = replace(plan, seconds=seconds)
+    if windows:
+        if min(windows) < 1:
+            raise UsageError(f"--window {min(windows)}: give a section size of 1 or more")
+        plan = replace(plan, windows=tuple(windows))
     return replace(plan, parts=parts) if parts else plan
 
 
@@ -92,7 +107,7 @@ def quality(rt, plan: Plan, out: Path, sink: ev.EventSink) -> dict[str, Any]:
 
     rows = []
     for seed in range(plan.seeds):
-        scene = world.scene(world.HELD_OUT + seed)
+        scene = world.continuous_scene(world.HELD_OUT + seed)
         image = out / "inputs" / f"scene-{seed}.png"
         image.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(world.render_frame(scene, 0)).save(image)
@@ -109,8 +124,11 @@ def quality(rt, plan: Plan, out: Path, sink: ev.EventSink) -> dict[str, Any]:
                 )  # fmt: skip
                 frames, _, _ = read_video(run_job(rt, job))
                 per_sec = metrics.per_second(frames, scene)
+                first = frames[: 1 + window * rt.temporal]  # the video's first section
                 rows.append({"sampler": sampler, "window": window, "seed": seed,
-                             "per_second": per_sec})  # fmt: skip
+                             "prompt": scene.prompt, "per_second": per_sec,
+                             "largest_jump_first_section": metrics.largest_jump(first, scene),
+                             "largest_jump": metrics.largest_jump(frames, scene)})  # fmt: skip
     return {"runs": rows, "summary": summarise(rows, plan)}
 
 
@@ -125,6 +143,9 @@ def summarise(rows: list[dict], plan: Plan) -> dict[str, Any]:
             drifts = [metrics.drift([s[m] for s in r["per_second"]]) for r in mine]
             entry[m] = {"mean": _mean(means), "std": _std(means),
                         "drift": _mean(drifts), "drift_std": _std(drifts)}  # fmt: skip
+        for key in ("largest_jump_first_section", "largest_jump"):
+            jumps = [r[key] for r in mine if key in r]
+            entry[key] = {"mean": _mean(jumps), "max": max(jumps, default=float("nan"))}
         out[sampler] = entry
     out["wins"] = wins(out, plan.samplers)
     return out
@@ -253,32 +274,42 @@ def section_cost(cost: dict[str, Any], name: str) -> dict[str, float]:
 
 def against_diffusers(steps: int, sections: int, runs: int, sink: ev.EventSink) -> dict[str, Any]:
     """fpk vs HunyuanVideoFramepackPipeline on the same tiny released-layout components,
-    Euler, same sections and steps; alternating runs in this process; median seconds.
+    Euler, same sections and steps, start image to mp4 on both sides (diffusers' frames
+    written by fpk's encoder); alternating runs in this process; median seconds.
     diffusers runs as it ships (`speedup`) and, apart, on fpk's own VAE object with its
-    oneDNN convolutions (`speedup_same_vae`), so that what fpk's VAE set-up is worth shows."""
+    oneDNN convolutions (`speedup_same_vae`), so that what fpk's VAE set-up is worth shows;
+    `speedup_frames` leaves diffusers' mp4 writing out (fpk's stays in)."""
     from fpk.bench.comparison import diffusers_runner, fpk_runner, released_components
 
     with tempfile.TemporaryDirectory() as tmp:
         rt, image = released_components(Path(tmp))
+        out = Path(tmp) / "out"
         runners = {
-            "fpk": fpk_runner(rt, image, sections, steps, Path(tmp) / "out"),
-            "diffusers": diffusers_runner(rt, image, sections, steps),
-            "diffusers_same_vae": diffusers_runner(rt, image, sections, steps, stock=False),
+            "fpk": fpk_runner(rt, image, sections, steps, out),
+            "diffusers": diffusers_runner(rt, image, sections, steps, out),
+            "diffusers_same_vae": diffusers_runner(rt, image, sections, steps, out, stock=False),
         }
         times: dict[str, list[float]] = {name: [] for name in runners}
+        writes: list[float] = []
         for fn in runners.values():
             fn()  # warm up
         for i in range(runs):
             for name, fn in runners.items():
                 t = time.perf_counter()
-                fn()
+                wrote = fn()
                 times[name].append(time.perf_counter() - t)
+                if name == "diffusers":
+                    writes.append(wrote)
             sink(ev.Message("benchmark", f"diffusers comparison: run {i + 1}/{runs}"))
     med = {name: statistics.median(ts) for name, ts in times.items()}
+    frames = statistics.median(t - w for t, w in zip(times["diffusers"], writes, strict=True))
     return {"fpk_seconds": round(med["fpk"], 4), "diffusers_seconds": round(med["diffusers"], 4),
             "diffusers_same_vae_seconds": round(med["diffusers_same_vae"], 4),
+            "diffusers_frames_seconds": round(frames, 4),
+            "diffusers_write_seconds": round(statistics.median(writes), 4),
             "speedup": round(med["diffusers"] / med["fpk"], 3),
             "speedup_same_vae": round(med["diffusers_same_vae"] / med["fpk"], 3),
+            "speedup_frames": round(frames / med["fpk"], 3),
             "runs": runs, "sections": sections, "steps": steps,
             **{f"{name}_all": ts for name, ts in times.items()}}  # fmt: skip
 

@@ -7,6 +7,7 @@ reasoning and by `fpk benchmark` (throughput); not by generation.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,24 +101,36 @@ def diffusers_pipeline(rt, stock: bool = True):
 
 
 def diffusers_runner(
-    rt, image: Path, sections: int, steps: int, stock: bool = True
-) -> Callable[[], None]:
-    """HunyuanVideoFramepackPipeline on the same components (`diffusers_pipeline`), decoded
-    frames as numpy."""
+    rt, image: Path, sections: int, steps: int, out: Path, stock: bool = True
+) -> Callable[[], float]:
+    """HunyuanVideoFramepackPipeline on the same components (`diffusers_pipeline`), its frames
+    written to an mp4 in `out` by the encoder fpk writes with, at a job's default fps and crf
+    (diffusers' `export_to_video` needs imageio or OpenCV, neither of which fpk depends on):
+    the same work as `fpk_runner`, start image to video file. Each call returns the seconds
+    the writing took, so that the pipeline's own time can be told apart."""
     from PIL import Image
+
+    from fpk.media.video import VideoWriter
+    from fpk.run.jobs import resolve_job
 
     pipe = diffusers_pipeline(rt, stock)
     prompt = rt.prompt("")
     window = rt.preset.sampling.window
     img = Image.open(image).convert("RGB")
+    job = resolve_job(rt.preset, {"image": str(image), "len": "1f"}, {"name": "diffusers"}, out)
+    out.mkdir(parents=True, exist_ok=True)
 
-    def go() -> None:
-        pipe(
+    def go() -> float:
+        frames = pipe(
             image=img, prompt_embeds=prompt.embeds, pooled_prompt_embeds=prompt.pooled,
-            prompt_attention_mask=prompt.mask, height=64, width=64,
+            prompt_attention_mask=prompt.mask, height=img.height, width=img.width,
             num_frames=sections * ((window - 1) * 4 + 1), latent_window_size=window,
             num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
             sampling_type="inverted_anti_drifting", output_type="np",
-        )  # fmt: skip
+        ).frames[0]  # fmt: skip
+        t = time.perf_counter()
+        with VideoWriter(job.output, job.fps, img.width, img.height, job.crf) as writer:
+            writer.write((frames * 255).round().clip(0, 255).astype(np.uint8))
+        return time.perf_counter() - t
 
     return go

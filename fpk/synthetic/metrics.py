@@ -114,10 +114,44 @@ def per_second(frames: np.ndarray, scene: world.Scene, fps: int = world.FPS) -> 
     return out
 
 
-def drift(series: list[float], share: float = 0.15) -> float:
-    """Last `share` of the video minus the first `share` (paper's drift measure)."""
-    n = max(1, round(len(series) * share))
+DRIFT_SECONDS = 10  # the parts of a long video whose metric drift compares
+
+
+def drift(series: list[float], seconds: int = DRIFT_SECONDS) -> float:
+    """The paper's drift measure on per-second values: the mean over the last `seconds`
+    minus the mean over the first (a third of the video each where it is shorter than three
+    times that)."""
+    n = max(1, min(seconds, len(series) // 3))
     return float(np.mean(series[-n:]) - np.mean(series[:n]))
+
+
+def centre(
+    frame: np.ndarray, scene: world.Scene, share: float = 0.25
+) -> tuple[float, float] | None:
+    """Centre (x, y) of the pixels of the object's colour in `frame`, or None where fewer than
+    `share` of its area are there (the object gone)."""
+    mask = object_pixels(frame, world.COLOURS[scene.colour])
+    if mask.sum() < share * world.OBJECT**2:
+        return None
+    ys, xs = np.nonzero(mask)
+    return float(xs.mean() + 0.5), float(ys.mean() + 0.5)
+
+
+def largest_jump(frames: np.ndarray, scene: world.Scene) -> float:
+    """The largest per-frame move of the object's centre over `frames` (F, H, W, 3), in px a
+    frame: where the object is missing in between, the move from where it was last seen to
+    where it is seen again, over the frames that took (so fading out at one place and in at
+    another counts as the jump it is). The world moves it at most SPEED * sqrt(2) < 3."""
+    best, last, gap = 0.0, None, 0
+    for frame in frames:
+        c = centre(frame, scene)
+        gap += 1
+        if c is None:
+            continue
+        if last is not None:
+            best = max(best, float(np.hypot(c[0] - last[0], c[1] - last[1])) / gap)
+        last, gap = c, 0
+    return best
 
 
 def end_state(per_sec: list[dict]) -> dict[str, bool]:

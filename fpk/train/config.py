@@ -32,6 +32,9 @@ class TrainConfig:
     decoder_only: bool = False  # VAE: keep the encoder (and so every latent) as it is
     inflate: bool = False  # VAE: start from fpk.model.tiny.inflate_causal of the loaded weights
     first_share: float = 0.0  # transformer: share of samples that are `sample_one(first=True)`
+    continuous: int = 0  # transformer: continuous-motion scenes (seeds 0..N-1) beside --scenes
+    start_share: float = 0.0  # transformer: share of steps on text-to-video start frames
+    reverse_share: float = 0.0  # transformer: share of samples laid out as `extend --reverse`
     data: Path | None = None  # lora: the folder of captioned clips
     rank: int = 16  # lora: the adapters' rank (alpha = rank)
 
@@ -46,8 +49,15 @@ class TrainConfig:
             raise UsageError("--lora trains on --data FOLDER (and --data only with --lora)")
         if not 1 <= self.rank <= 1024:
             raise UsageError(f"--rank {self.rank}: give a rank between 1 and 1024")
-        if not 0 <= self.first_share <= 1:
-            raise UsageError(f"--first-share {self.first_share}: give a share between 0 and 1")
+        shares = {"--first-share": self.first_share, "--start-share": self.start_share,
+                  "--reverse-share": self.reverse_share}  # fmt: skip
+        for flag, share in shares.items():
+            if not 0 <= share <= 1:
+                raise UsageError(f"{flag} {share}: give a share between 0 and 1")
+        if self.first_share + self.reverse_share > 1:
+            raise UsageError("--first-share and --reverse-share add up to more than 1")
+        if self.continuous < 0:
+            raise UsageError(f"--continuous {self.continuous}: give a scene count, 0 or more")
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,11 @@ class SectionTask:
         self.videos = self.encode_videos()
 
     def encode_videos(self) -> list[dict]:
-        """The videos sections are drawn from: world scenes 0 .. --scenes - 1."""
-        return [encode_scene(self.comps, self.rt, seed) for seed in range(self.cfg.scenes)]
+        """The videos sections are drawn from: world scenes 0 .. --scenes - 1, then
+        continuous-motion scenes 0 .. --continuous - 1."""
+        scenes = [world.scene(seed) for seed in range(self.cfg.scenes)]
+        scenes += [world.continuous_scene(seed) for seed in range(self.cfg.continuous)]
+        return [encode_scene(self.comps, self.rt, 0, scene=s) for s in scenes]
 
     def sample_one(self, first: bool = False, sections: int | None = None, video=None):
         """A random section with its context; `first`: the section generated first under the
@@ -97,9 +100,66 @@ class SectionTask:
         return torch.nn.functional.mse_loss(pred, noise - x0)
 
     def batch_items(self) -> list:
-        """`--batch` sections of `sample_one`, `--first-share` of them first sections."""
-        share = self.cfg.first_share
-        return [self.sample_one(first=self.rng.random() < share) for _ in range(self.cfg.batch)]
+        """`--batch` sections of `sample_one`, `--first-share` of them first sections and
+        `--reverse-share` of them `sample_reverse`; or, on `--start-share` of the steps, a
+        batch of `sample_text_start` (a batch holds sections of one length)."""
+        cfg = self.cfg
+        if cfg.start_share and self.rng.random() < cfg.start_share:
+            return [self.sample_text_start() for _ in range(cfg.batch)]
+        items = []
+        for _ in range(cfg.batch):
+            r = self.rng.random()
+            if r < cfg.first_share:
+                items.append(self.sample_one(first=True))
+            elif r < cfg.first_share + cfg.reverse_share:
+                items.append(self.sample_reverse())
+            else:
+                items.append(self.sample_one())
+        return items
+
+    def sample_text_start(self, video=None):
+        """Text-to-video's first section (fpk.run.pipeline.text_conditions): the start frame
+        alone at position 0, from the prompt, with no context and blank image features."""
+        from fpk.model.call import blank_image_embeds
+
+        video = video or self.rng.choice(self.videos)
+        blank = blank_image_embeds(self.comps, self.rt.dtype)
+        return {**video, "image_embeds": blank}, [], torch.tensor([0]), video["latents"][:, :1]
+
+    def sample_reverse(self, video=None, sections: int | None = None, clip: int | None = None,
+                       past: int | None = None):  # fmt: skip
+        """A section of `fpk extend --reverse` (fpk.run.extend): the timeline [anchor][new
+        sections][clip head], the anchor being the clip's first frame (and its image
+        features), generated in the inverted order toward the anchor; the new part is the
+        world's true past of the clip. Drawn unless given: `sections` of the new part (1 to
+        4), `clip` latent frames of the clip head, `past`: the video's latent frame the new
+        part starts at."""
+        from fpk.model import conditioning as cond
+        from fpk.model.context import model_shift, section_context
+        from fpk.sampling.orders import known_frames, plan_sections
+
+        video = video or self.rng.choice(self.videos)
+        lat, w = video["latents"], self.window
+        n = lat.shape[1]
+        sections = sections or self.rng.randint(1, min(4, (n - 2) // w))
+        clip = clip or self.rng.randint(1, n - 1 - sections * w)
+        past = past or self.rng.randint(1, n - sections * w - clip)
+        head = past + sections * w
+        timeline = {p: lat[:, past + p - 1] for p in range(1, sections * w + clip + 1)}
+        timeline[0] = lat[:, head]
+        plan = plan_sections("inverted", sections, w, "released")
+        step = plan[self.rng.randrange(sections)]
+        first = 1 + sections * w
+        positions = known_frames(plan, step.order) | set(range(first, first + clip))
+        known = {p: timeline[p] for p in positions}
+        shift = model_shift(step, self.model_schedule, "released")
+        grid = video.get("grid", self.grid)
+        ctx = section_context(step, self.model_schedule, grid, known, shift, timeline[0])
+        target = torch.stack([timeline[p] for p in step.target], dim=1)
+        frame = world.render_frame(video["scene"], world_frame(head))
+        embeds = cond.image_embeds(self.comps, frame, self.rt.device, self.rt.dtype)
+        return ({**video, "image_embeds": embeds}, ctx,
+                torch.tensor(list(step.target)) + shift, target)  # fmt: skip
 
     def flow(self, model, items, xt: torch.Tensor, sigma: torch.Tensor, prompts: list[str]):
         """The model's predicted flow for `sample_one` items at noisy latents `xt`, `sigma`."""
@@ -166,19 +226,27 @@ def encode_scene(
     """Latents of a world video long enough for `sections` sections, plus its conditions;
     the scene of `seed`, or `scene` where given.
 
-    Only the first STATIC_AFTER frames are encoded: the world is still after that (the
-    object has arrived), so later latent frames repeat the last one.
+    Of a goal scene only the first STATIC_AFTER frames are encoded: the world is still after
+    that (the object has arrived), so later latent frames repeat the last one.
     """
     from fpk.model import conditioning as cond
 
     s = scene or world.scene(seed)
     window = rt.preset.sampling.window
     latent_frames = 1 + sections * window
-    pixels = cond.to_tensor(world.render(s, STATIC_AFTER))  # (3, F, H, W)
+    still = s.goal in world.GOALS
+    frames = STATIC_AFTER if still else world_frame(latent_frames - 1) + 1
+    pixels = cond.to_tensor(world.render(s, frames))  # (3, F, H, W)
     lat = cond.encode_latents(comps.vae, pixels)
     if lat.shape[1] < latent_frames:
         tail = lat[:, -1:].expand(-1, latent_frames - lat.shape[1], -1, -1)
         lat = torch.cat([lat, tail], dim=1)
     embeds = cond.image_embeds(comps, world.render_frame(s, 0), rt.device, rt.dtype)
     return {"latents": lat[:, :latent_frames].contiguous(), "prompt": s.prompt,
-            "image_embeds": embeds}  # fmt: skip
+            "image_embeds": embeds, "scene": s}  # fmt: skip
+
+
+def world_frame(latent: int) -> int:
+    """The pixel frame a latent frame shows exactly (the tiny VAE's frame-wise encoder: latent
+    t is the image latent of pixel frame 4t)."""
+    return 4 * latent

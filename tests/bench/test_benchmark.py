@@ -59,10 +59,26 @@ def test_against_diffusers_measures_both(tmp_path):
     assert result["speedup_same_vae"] == pytest.approx(
         result["diffusers_same_vae_seconds"] / result["fpk_seconds"], rel=1e-2
     )
+    frames = result["diffusers_seconds"] - result["diffusers_write_seconds"]
+    assert result["diffusers_frames_seconds"] == pytest.approx(frames, rel=1e-2, abs=1e-3)
+
+
+def test_both_sides_of_the_comparison_write_the_same_video(tmp_path):
+    """Identical work: the same frames count and size in an mp4 from each runner."""
+    from fpk.bench.comparison import diffusers_runner, fpk_runner, released_components
+    from fpk.media.video import read_video
+
+    rt, image = released_components(tmp_path)
+    fpk_runner(rt, image, 2, 1, tmp_path / "a")()
+    assert diffusers_runner(rt, image, 2, 1, tmp_path / "b")() > 0
+    ours, _, fps = read_video(tmp_path / "a" / "fpk.mp4")
+    theirs, _, their_fps = read_video(tmp_path / "b" / "diffusers.mp4")
+    assert ours.shape == theirs.shape and fps == their_fps
 
 
 def test_drift_and_wins_arithmetic():
-    assert metrics.drift([10, 10, 10, 10, 10, 10, 0]) == pytest.approx(-10)
+    assert metrics.drift([10, 10, 10, 10, 10, 10, 0]) == pytest.approx(-5)  # thirds: 2 s
+    assert metrics.drift([10.0] * 10 + [7.0] * 40 + [4.0] * 10) == pytest.approx(-6)  # 10 s
     summary = {
         s: {m: {"mean": v, "drift": d} for m in metrics.METRICS}
         for s, v, d in (("vanilla", 1.0, -5.0), ("inverted", 2.0, -1.0))

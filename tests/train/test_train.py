@@ -216,3 +216,69 @@ def test_probe_task_loads_a_trained_model_for_the_probes(tiny_saved):
     _, _, folder = tiny_saved
     task = probe_task(folder)
     assert not task.model.training and len(task.videos) == 1
+
+
+@pytest.fixture
+def task_with_motion(small_preset, tmp_path):
+    from fpk.model.tiny import ensure_components
+    from fpk.synthetic import world
+    from fpk.train.sections import SectionTask, load
+
+    ensure_components(small_preset, tmp_path / "w", world.vocabulary())
+    comps = load(small_preset, tmp_path / "w")
+    return SectionTask(small_preset, comps, TrainConfig(scenes=1, continuous=2))
+
+
+def test_continuous_scenes_are_encoded_moving_to_the_end(task_with_motion):
+    import torch
+
+    from fpk.synthetic import world
+
+    videos = task_with_motion.videos
+    assert [v["scene"].goal in world.MOTIONS for v in videos] == [False, True, True]
+    lat = videos[1]["latents"]
+    assert lat.shape == videos[0]["latents"].shape
+    assert not torch.equal(lat[:, -1], lat[:, -2])  # still moving at the end
+
+
+def test_start_frames_are_text_to_videos_first_section(task_with_motion):
+    import torch
+
+    from fpk.model.call import blank_image_embeds
+
+    video, ctx, positions, target = task_with_motion.sample_text_start()
+    assert ctx == [] and positions.tolist() == [0]
+    assert torch.equal(target, video["latents"][:, :1])
+    blank = blank_image_embeds(task_with_motion.comps, torch.float32)
+    assert torch.equal(video["image_embeds"], blank)
+
+
+def test_reverse_sections_are_laid_out_as_extend_reverse(task_with_motion):
+    """[anchor = the clip's first frame][new part: the true past][clip head]."""
+    import torch
+
+    from fpk.model.context import ANCHOR_POSITION
+    from fpk.sampling.orders import plan_sections
+
+    task = task_with_motion
+    lat = task.videos[1]["latents"]
+    w = task.window
+    plan = plan_sections("inverted", 2, w, "released")
+    for _ in range(6):
+        video, ctx, positions, target = task.sample_reverse(task.videos[1], 2, clip=3, past=4)
+        start = 4 - 1  # the video's latent frame at timeline position 1 (past=4)
+        found = [t for t in range(lat.shape[1] - w + 1)
+                 if torch.equal(target, lat[:, t : t + w])]  # fmt: skip
+        assert found and found[0] - start in {s.target.start for s in plan}  # the true past
+        anchor = ctx[-1]
+        assert anchor.positions.tolist() == [ANCHOR_POSITION]
+        assert torch.equal(anchor.latents[:, 0], lat[:, 4 + 2 * w])  # the clip's first frame
+        assert not torch.equal(video["image_embeds"], task.videos[1]["image_embeds"])
+
+
+def test_training_mixes_every_kind_of_sample(small_preset, tmp_path):
+    cfg = TrainConfig(steps=4, batch=2, scenes=1, continuous=1, start_share=0.5,
+                      reverse_share=0.5, warmup=1, checkpoint_every=4)  # fmt: skip
+    train(small_preset, tmp_path / "w", tmp_path / "run", cfg)
+    losses = _losses(tmp_path / "run", "transformer")
+    assert len(losses) == 4 and all(0 < x < 10 for x in losses)
