@@ -4,7 +4,8 @@ For each of N held-out starts (world seeds from 1,000,000 on, never trained on) 
 video of the given length and scores it against the world's ground truth:
 - present: the object is one solid shape of its colour in most frames of the last second;
 - at goal: its mean position error over the last second is under 4 px;
-- first-second PSNR, and per-second PSNR / position error for the card's table.
+- first-second PSNR, and per-second PSNR / position error for the card's table;
+- the largest per-frame jump of the object's centre (fpk.synthetic.metrics.largest_jump).
 
     .venv/bin/python benchmarks/heldout.py --seconds 5 --scenes 20
     .venv/bin/python benchmarks/heldout.py --seconds 60 --scenes 20 --steps 10
@@ -72,6 +73,7 @@ def main() -> None:
                 "seed": world.HELD_OUT + i, "prompt": scene.prompt, "steps": args.steps,
                 "padding": args.padding, **metrics.end_state(per_sec),
                 "first_second_psnr": per_sec[0]["psnr"],
+                "largest_jump": metrics.largest_jump(frames, scene),
                 "per_second": per_sec,
             })  # fmt: skip
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_second"}), flush=True)
@@ -94,6 +96,9 @@ def summarize(rows: list[dict], wall: float | None) -> dict:
         "position_error_per_second": [
             round(float(np.mean([r["per_second"][s]["position_error"] for r in rows])), 2)
             for s in range(n)],
+        "largest_jump_max": round(max(r.get("largest_jump", 0.0) for r in rows), 2),
+        "largest_jump_median": round(float(np.median([r.get("largest_jump", 0.0)
+                                                      for r in rows])), 2),
         "wall_seconds": None if wall is None else round(wall, 1),
     }  # fmt: skip
 

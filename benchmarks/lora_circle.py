@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=10, help="Held-out starts to score.")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sampler", default="inverted", help="The generate jobs' sampler.")
+    parser.add_argument("--eval", default="eval", help="Folder (in --out) of the evaluation.")
     args = parser.parse_args()
     from fpk.synthetic import world
     from fpk.train.data import write_world_clips
@@ -54,7 +56,7 @@ def main() -> None:
     report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
                f"--batch {args.batch} --lr {args.lr} --rank {args.rank}",
                "train_seconds": train_s, "train_clips": TRAIN_CLIPS}  # fmt: skip
-    (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / f"report-{args.eval}.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "videos"}, indent=1))
 
 
@@ -89,7 +91,7 @@ def _finished_step(folder: Path) -> int:
 def evaluate(args, lora: Path) -> dict:
     from fpk.synthetic import world
 
-    work = args.out / "eval"
+    work = args.out / args.eval
     (work / "starts").mkdir(parents=True, exist_ok=True)
     jobs, scenes = [], {}
     for i in range(args.scenes):
@@ -98,7 +100,8 @@ def evaluate(args, lora: Path) -> dict:
         Image.fromarray(world.render_frame(s, 0)).save(image)
         for name, loras in ((f"base-{i:02d}", []), (f"lora-{i:02d}", [str(lora)])):
             jobs.append({"name": name, "image": str(image), "prompt": s.prompt,
-                         "len": f"{args.seconds}s", "seed": i, "lora": loras})  # fmt: skip
+                         "len": f"{args.seconds}s", "seed": i, "lora": loras,
+                         "sampler": args.sampler})  # fmt: skip
             scenes[name] = s
     manifest = work / "jobs.jsonl"
     manifest.write_text("".join(json.dumps(j) + "\n" for j in jobs))
@@ -109,6 +112,7 @@ def evaluate(args, lora: Path) -> dict:
     wall = round(time.perf_counter() - t0, 1)
     videos = {n: score(work / "videos" / f"{n}.mp4", s) for n, s in scenes.items()}
     out: dict = {"held_out": args.scenes, "seconds": args.seconds, "eval_wall_s": wall,
+                 "sampler": args.sampler,
                  "true_turns": round(args.seconds * world.FPS / world.PERIOD, 2)}  # fmt: skip
     for kind in ("base", "lora"):
         rows = [v for n, v in videos.items() if n.startswith(kind)]
