@@ -111,13 +111,12 @@ def diffusers_runner(
     from PIL import Image
 
     from fpk.media.video import VideoWriter
-    from fpk.run.jobs import resolve_job
 
     pipe = diffusers_pipeline(rt, stock)
     prompt = rt.prompt("")
     window = rt.preset.sampling.window
     img = Image.open(image).convert("RGB")
-    job = resolve_job(rt.preset, {"image": str(image), "len": "1f"}, {"name": "diffusers"}, out)
+    sampling = rt.preset.sampling
     out.mkdir(parents=True, exist_ok=True)
 
     def go() -> float:
@@ -129,7 +128,8 @@ def diffusers_runner(
             sampling_type="inverted_anti_drifting", output_type="np",
         ).frames[0]  # fmt: skip
         t = time.perf_counter()
-        with VideoWriter(job.output, job.fps, img.width, img.height, job.crf) as writer:
+        with VideoWriter(out / "diffusers.mp4", sampling.fps, img.width, img.height,
+                         sampling.crf) as writer:  # fmt: skip
             writer.write((frames * 255).round().clip(0, 255).astype(np.uint8))
         return time.perf_counter() - t
 

@@ -144,14 +144,16 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
+def sample_scene(rng: np.random.Generator, goals=GOALS, p=(0.225,) * 4 + (0.1,)) -> Scene:
+    """A scene drawn by `rng`: its look, a start on the token grid, one of `goals` (weights
+    `p`; None: uniform)."""
     cells = (SIZE - OBJECT) // GRID + 1
     return Scene(
         colour=str(rng.choice(list(COLOURS))),
         shape=str(rng.choice(SHAPES)),
         background=str(rng.choice(list(BACKGROUNDS))),
         start=(int(rng.integers(cells)) * GRID, int(rng.integers(cells)) * GRID),
-        goal=str(rng.choice(GOALS, p=[0.225] * 4 + [0.1])),
+        goal=str(rng.choice(list(goals), p=p)),
     )
 
 
@@ -173,15 +175,7 @@ def circling_scene(seed: int) -> Scene:
 def continuous_scene(seed: int) -> Scene:
     """The continuous-motion scene of `seed` (deterministic; seeds from HELD_OUT for held-out
     ones): one of MOTIONS, from a start anywhere on the token grid."""
-    rng = np.random.default_rng([seed, 11])
-    cells = (SIZE - OBJECT) // GRID + 1
-    return Scene(
-        colour=str(rng.choice(list(COLOURS))),
-        shape=str(rng.choice(SHAPES)),
-        background=str(rng.choice(list(BACKGROUNDS))),
-        start=(int(rng.integers(cells)) * GRID, int(rng.integers(cells)) * GRID),
-        goal=str(rng.choice(list(MOTIONS))),
-    )
+    return sample_scene(np.random.default_rng([seed, 11]), MOTIONS, None)
 
 
 def scene(seed: int) -> Scene:
