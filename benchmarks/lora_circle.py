@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sampler", default="inverted", help="The generate jobs' sampler.")
+    parser.add_argument("--train-sampler", default=None,
+                        help="fpk train --sampler (default: the mix of orders).")  # fmt: skip
     parser.add_argument("--eval", default="eval", help="Folder (in --out) of the evaluation.")
     args = parser.parse_args()
     from fpk.synthetic import world
@@ -54,7 +56,8 @@ def main() -> None:
     lora, train_s = train(args, data)
     report = evaluate(args, lora)
     report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
-               f"--batch {args.batch} --lr {args.lr} --rank {args.rank}",
+               f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
+               + (f" --sampler {args.train_sampler}" if args.train_sampler else ""),
                "train_seconds": train_s, "train_clips": TRAIN_CLIPS}  # fmt: skip
     (args.out / f"report-{args.eval}.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "videos"}, indent=1))
@@ -71,6 +74,8 @@ def train(args, data: Path) -> tuple[Path, float | None]:
            "--first-share", "0.25", "--checkpoint-every", "100", "--sample-every",
            str(args.steps), "--threads", str(args.threads), "--run", str(run),
            "--quiet"]  # fmt: skip
+    if args.train_sampler:
+        cmd += ["--sampler", args.train_sampler]
     if (folder / "checkpoint.safetensors").is_file():
         cmd.append("--resume")
     t0 = time.perf_counter()

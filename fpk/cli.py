@@ -731,6 +731,14 @@ DataOpt = Annotated[
     ),
 ]
 RankOpt = Annotated[int, typer.Option("--rank", help="LoRA: the adapters' rank.")]
+TrainSamplerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sampler",
+        help="Train on sections of this order only, ORDER[:PADDING] (the one you will generate "
+        "with, e.g. vanilla); default: the mix of orders one model serves.",
+    ),
+]
 TrainWeightsOpt = Annotated[
     Path | None,
     typer.Option("--weights", help="Components folder (default: the preset's embedded one)."),
@@ -759,6 +767,7 @@ def train(
     lora: LoraTrainOpt = False,
     data: DataOpt = None,
     rank: RankOpt = 16,
+    sampler: TrainSamplerOpt = None,
     weights: TrainWeightsOpt = None,
     run_dir: RunDirOpt = Path("training"),
     threads: ThreadsOpt = 0,
@@ -779,7 +788,7 @@ def train(
         checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed,
         threads=threads, decoder_only=decoder_only, inflate=inflate, first_share=first_share,
         continuous=continuous, start_share=start_share, reverse_share=reverse_share, data=data,
-        rank=rank, component="lora" if lora else component,
+        rank=rank, component="lora" if lora else component, sampler=sampler,
     )  # fmt: skip
     folder = weights or EMBEDDED_DIR / p.name
     with _StopFlag() as stop, TrainRenderer(quiet, steps) as sink:

@@ -37,6 +37,7 @@ class TrainConfig:
     reverse_share: float = 0.0  # transformer: share of samples laid out as `extend --reverse`
     data: Path | None = None  # lora: the folder of captioned clips
     rank: int = 16  # lora: the adapters' rank (alpha = rank)
+    sampler: str | None = None  # sections of this order only, "ORDER[:PADDING]" (default: the mix)
 
     def __post_init__(self) -> None:
         if self.component not in TRAINABLE:
@@ -56,8 +57,26 @@ class TrainConfig:
                 raise UsageError(f"{flag} {share}: give a share between 0 and 1")
         if self.first_share + self.reverse_share > 1:
             raise UsageError("--first-share and --reverse-share add up to more than 1")
+        if self.sampler is not None:
+            self.order_padding()  # a bad name is a UsageError naming the valid ones
         if self.continuous < 0:
             raise UsageError(f"--continuous {self.continuous}: give a scene count, 0 or more")
+
+    def order_padding(self) -> tuple[str, str] | None:
+        """`--sampler ORDER[:PADDING]` as (order, padding); the padding defaults to the one the
+        order is generated with by default (time-true for anti-drifting, else released)."""
+        from fpk.sampling.orders import ORDERS, PADDINGS
+
+        if self.sampler is None:
+            return None
+        order, _, padding = self.sampler.partition(":")
+        padding = padding or ("time-true" if order == "anti-drifting" else "released")
+        if order not in ORDERS or padding not in PADDINGS:
+            raise UsageError(
+                f"--sampler '{self.sampler}': give ORDER[:PADDING], ORDER one of "
+                f"{', '.join(ORDERS)}, PADDING one of {', '.join(PADDINGS)}"
+            )
+        return order, padding
 
 
 @dataclass(frozen=True)

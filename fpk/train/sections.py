@@ -56,9 +56,10 @@ class SectionTask:
         return [encode_scene(self.comps, self.rt, 0, scene=s) for s in scenes]
 
     def sample_one(self, first: bool = False, sections: int | None = None, video=None):
-        """A random section with its context; `first`: the section generated first under the
-        inverted order with released padding (the end of the video, nothing known but the
-        start image), where the goal can only come from the prompt; `sections`: the video's
+        """A random section with its context, of an order drawn from ORDERS_MIX (or the one of
+        `--sampler`); `first`: the section generated first under the inverted order with
+        released padding (or under `--sampler`'s order: for vanilla the video's first), where
+        only the start image is known; `sections`: the video's
         length (default: drawn from 1 to the video's sections, MAX_SECTIONS for the world's);
         `video`: one of `videos` (default: drawn)."""
         from fpk.model.context import model_shift, section_context
@@ -68,8 +69,9 @@ class SectionTask:
         order, padding = self.rng.choices(
             [(o, p) for o, p, _ in ORDERS_MIX], [w for *_, w in ORDERS_MIX]
         )[0]
-        if first:
-            order, padding = "inverted", "released"
+        fixed = self.cfg.order_padding()  # --sampler: this order only
+        if fixed or first:
+            order, padding = fixed or ("inverted", "released")
         sections = sections or self.rng.randint(1, video.get("sections", MAX_SECTIONS))
         plan = plan_sections(order, sections, self.window, padding)
         step = plan[0 if first else self.rng.randrange(sections)]

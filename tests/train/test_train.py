@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from fpk.errors import UsageError
 from fpk.train.checkpoints import RESUME
 from fpk.train.logs import LOG, read_log
 from fpk.train.training import TrainConfig, train
@@ -207,6 +208,51 @@ def test_first_sections_are_the_inverted_orders_first(small_preset, tmp_path):
             target, video["latents"][:, step.target.start : step.target.stop]
         )
         assert positions[0] > 0 and len(positions) == task.window
+
+
+def test_sampler_trains_on_sections_of_that_order_only(small_preset, tmp_path):
+    """`--sampler vanilla`: every section is laid out as vanilla sampling lays it out (the
+    past as history, no end anchor, true positions); `first` is vanilla's first section."""
+    import dataclasses
+
+    import torch
+
+    from fpk.model.context import model_shift, section_context
+    from fpk.model.tiny import ensure_components
+    from fpk.sampling.orders import known_frames, plan_sections
+    from fpk.synthetic import world
+    from fpk.train.sections import SectionTask, load
+
+    ensure_components(small_preset, tmp_path / "w", world.vocabulary())
+    task = SectionTask(small_preset, load(small_preset, tmp_path / "w"),
+                       TrainConfig(scenes=1, sampler="vanilla"))  # fmt: skip
+    video = task.videos[0]
+    plan = plan_sections("vanilla", 4, task.window)
+    seen = set()
+    for i in range(40):
+        first = i % 4 == 0
+        _, ctx, positions, target = task.sample_one(first=first, sections=4, video=video)
+        start = int(positions[0])
+        step = next(s for s in plan if s.target.start == start)  # true positions: shift 0
+        assert not first or step.order == 0
+        known = {p: video["latents"][:, p] for p in known_frames(plan, step.order)}
+        shift = model_shift(step, task.model_schedule, "released")
+        want = section_context(step, task.model_schedule, task.grid, known, shift,
+                               video["latents"][:, 0])  # fmt: skip
+        assert len(ctx) == len(want)
+        for got, exp in zip(ctx, want, strict=True):
+            for a, b in zip(dataclasses.astuple(got), dataclasses.astuple(exp), strict=True):
+                assert a == b if not isinstance(a, torch.Tensor) else torch.equal(a, b)
+        torch.testing.assert_close(
+            target, video["latents"][:, step.target.start : step.target.stop]
+        )
+        seen.add(step.order)
+    assert seen == {0, 1, 2, 3}
+    with pytest.raises(UsageError, match="--sampler 'sideways'"):
+        TrainConfig(sampler="sideways")
+    with pytest.raises(UsageError, match="PADDING one of"):
+        TrainConfig(sampler="inverted:never")
+    assert TrainConfig(sampler="anti-drifting").order_padding() == ("anti-drifting", "time-true")
 
 
 def test_probe_task_loads_a_trained_model_for_the_probes(tiny_saved):
