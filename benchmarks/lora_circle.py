@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--train-sampler", default=None,
                         help="fpk train --sampler (default: the mix of orders).")  # fmt: skip
     parser.add_argument("--eval", default="eval", help="Folder (in --out) of the evaluation.")
+    parser.add_argument("--starts", choices=("held-out", "train"), default="held-out",
+                        help="Score held-out starts, or the training clips' own (does the "
+                        "LoRA reproduce what it was trained on?).")  # fmt: skip
     args = parser.parse_args()
     from fpk.synthetic import world
     from fpk.train.data import write_world_clips
@@ -99,8 +102,10 @@ def evaluate(args, lora: Path) -> dict:
     work = args.out / args.eval
     (work / "starts").mkdir(parents=True, exist_ok=True)
     jobs, scenes = [], {}
-    for i in range(args.scenes):
-        s = world.circling_scene(world.HELD_OUT + i)
+    first = world.HELD_OUT if args.starts == "held-out" else 0
+    count = args.scenes if args.starts == "held-out" else min(args.scenes, TRAIN_CLIPS)
+    for i in range(count):
+        s = world.circling_scene(first + i)
         image = work / "starts" / f"{i:02d}.png"
         Image.fromarray(world.render_frame(s, 0)).save(image)
         for name, loras in ((f"base-{i:02d}", []), (f"lora-{i:02d}", [str(lora)])):
@@ -116,7 +121,7 @@ def evaluate(args, lora: Path) -> dict:
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
     wall = round(time.perf_counter() - t0, 1)
     videos = {n: score(work / "videos" / f"{n}.mp4", s) for n, s in scenes.items()}
-    out: dict = {"held_out": args.scenes, "seconds": args.seconds, "eval_wall_s": wall,
+    out: dict = {"starts": args.starts, "scenes": count, "seconds": args.seconds, "eval_wall_s": wall,
                  "sampler": args.sampler,
                  "true_turns": round(args.seconds * world.FPS / world.PERIOD, 2)}  # fmt: skip
     for kind in ("base", "lora"):

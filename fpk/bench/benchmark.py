@@ -148,6 +148,36 @@ def summarise(rows: list[dict], plan: Plan) -> dict[str, Any]:
             entry[key] = {"mean": _mean(jumps), "max": max(jumps, default=float("nan"))}
         out[sampler] = entry
     out["wins"] = wins(out, plan.samplers)
+    out["versus_vanilla"] = versus_vanilla(rows, plan.samplers)
+    return out
+
+
+def versus_vanilla(rows: list[dict], samplers: tuple[str, ...]) -> dict[str, Any]:
+    """Per order other than vanilla and per metric, the paired comparison of drift on the
+    same scenes (seed and section size): `gain` the mean of the order's drift minus vanilla's,
+    signed so that positive means the order drifts less toward worse; `std` its spread over
+    the pairs, `sem` its standard error, `better` the pairs where the order drifts less, of
+    `pairs`. Empty where vanilla was not run."""
+    base = {(r["seed"], r["window"]): r for r in rows if r["sampler"] == "vanilla"}
+    out: dict[str, Any] = {}
+    for sampler in samplers:
+        mine = [r for r in rows if r["sampler"] == sampler and (r["seed"], r["window"]) in base]
+        if sampler == "vanilla" or not mine:
+            continue
+        out[sampler] = {}
+        for m in metrics.METRICS:
+            sign = 1 if metrics.HIGHER_IS_BETTER[m] else -1
+            gains = [
+                sign
+                * (
+                    metrics.drift([s[m] for s in r["per_second"]])
+                    - metrics.drift([s[m] for s in base[r["seed"], r["window"]]["per_second"]])
+                )
+                for r in mine
+            ]
+            std = float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0
+            out[sampler][m] = {"gain": _mean(gains), "std": std, "sem": std / len(gains) ** 0.5,
+                               "better": sum(g > 0 for g in gains), "pairs": len(gains)}  # fmt: skip
     return out
 
 

@@ -87,3 +87,25 @@ def test_drift_and_wins_arithmetic():
     higher = sum(metrics.HIGHER_IS_BETTER.values())
     assert w["inverted"]["best_mean"] == higher  # larger means win where higher is better
     assert w["vanilla"]["best_mean"] == len(metrics.METRICS) - higher
+
+
+def test_versus_vanilla_pairs_the_same_scenes():
+    def row(sampler, seed, psnr_tail):
+        per = [{m: 10.0 for m in metrics.METRICS} for _ in range(30)]
+        for s in per[-10:]:
+            s["psnr"], s["position_error"] = psnr_tail, 20.0 - psnr_tail
+        return {"sampler": sampler, "window": 5, "seed": seed, "per_second": per}
+
+    # vanilla loses 2, 3, 4 dB on seeds 0..2; inverted loses 1 dB on each (and on seed 9,
+    # which vanilla did not run: not paired)
+    rows = [row("vanilla", i, 8.0 - i) for i in range(3)]
+    rows += [row("inverted", i, 9.0) for i in (0, 1, 2, 9)]
+    v = bm.versus_vanilla(rows, ("vanilla", "inverted"))
+    psnr = v["inverted"]["psnr"]
+    assert psnr["pairs"] == 3 and psnr["better"] == 3
+    assert psnr["gain"] == pytest.approx(2.0)  # (1 + 2 + 3) / 3
+    assert psnr["std"] == pytest.approx(1.0) and psnr["sem"] == pytest.approx(1 / 3**0.5)
+    # lower is better: position error rising less is a positive gain too
+    assert v["inverted"]["position_error"]["gain"] == pytest.approx(2.0)
+    assert v["inverted"]["ssim"]["gain"] == 0.0 and v["inverted"]["ssim"]["better"] == 0
+    assert "vanilla" not in v and bm.versus_vanilla(rows[3:], ("inverted",)) == {}
