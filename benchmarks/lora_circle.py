@@ -121,8 +121,8 @@ def evaluate(args, lora: Path) -> dict:
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
     wall = round(time.perf_counter() - t0, 1)
     videos = {n: score(work / "videos" / f"{n}.mp4", s) for n, s in scenes.items()}
-    out: dict = {"starts": args.starts, "scenes": count, "seconds": args.seconds, "eval_wall_s": wall,
-                 "sampler": args.sampler,
+    out: dict = {"starts": args.starts, "scenes": count, "seconds": args.seconds,
+                 "eval_wall_s": wall, "sampler": args.sampler,
                  "true_turns": round(args.seconds * world.FPS / world.PERIOD, 2)}  # fmt: skip
     for kind in ("base", "lora"):
         rows = [v for n, v in videos.items() if n.startswith(kind)]

@@ -175,9 +175,10 @@ def versus_vanilla(rows: list[dict], samplers: tuple[str, ...]) -> dict[str, Any
                 )
                 for r in mine
             ]
-            std = float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0
-            out[sampler][m] = {"gain": _mean(gains), "std": std, "sem": std / len(gains) ** 0.5,
-                               "better": sum(g > 0 for g in gains), "pairs": len(gains)}  # fmt: skip
+            n = len(gains)
+            std = float(np.std(gains, ddof=1)) if n > 1 else 0.0
+            out[sampler][m] = {"gain": _mean(gains), "std": std, "sem": std / n**0.5,
+                               "better": sum(g > 0 for g in gains), "pairs": n}  # fmt: skip
     return out
 
 
