@@ -46,24 +46,50 @@ def main() -> None:
     parser.add_argument("--train-sampler", default=None,
                         help="fpk train --sampler (default: the mix of orders).")  # fmt: skip
     parser.add_argument("--eval", default="eval", help="Folder (in --out) of the evaluation.")
+    parser.add_argument("--clips", choices=("seeds", "stratified"), default="seeds",
+                        help="The 8 training clips: circling_scene(0..7), or one per start "
+                        "position with every shape x background and six colours (training_scenes)."
+                        )  # fmt: skip
     parser.add_argument("--starts", choices=("held-out", "train"), default="held-out",
                         help="Score held-out starts, or the training clips' own (does the "
                         "LoRA reproduce what it was trained on?).")  # fmt: skip
     args = parser.parse_args()
-    from fpk.synthetic import world
     from fpk.train.data import write_world_clips
 
     data = args.out / "data"
     if not (data / f"{TRAIN_CLIPS - 1:02d}.txt").is_file():
-        write_world_clips(data, [world.circling_scene(i) for i in range(TRAIN_CLIPS)], 4.0)
+        write_world_clips(data, training_scenes(args.clips), 4.0)
     lora, train_s = train(args, data)
     report = evaluate(args, lora)
     report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
                f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
                + (f" --sampler {args.train_sampler}" if args.train_sampler else ""),
-               "train_seconds": train_s, "train_clips": TRAIN_CLIPS}  # fmt: skip
+               "train_seconds": train_s, "train_clips": TRAIN_CLIPS,
+               "clips": args.clips}  # fmt: skip
     (args.out / f"report-{args.eval}.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "videos"}, indent=1))
+
+
+def training_scenes(kind: str) -> list:
+    """The 8 training clips' scenes. `seeds`: world.circling_scene(0..7), looks and starts as
+    the seeds draw them (they may repeat); `stratified`: clip k starts at the k-th of the 9
+    start positions circling_scene draws from, with shape k % 2, background (k // 2) % 4
+    (every shape x background once) and colour k % 6: the clips differ in everything but the
+    motion."""
+    from dataclasses import replace
+
+    from fpk.synthetic import world
+
+    if kind == "seeds":
+        return [world.circling_scene(i) for i in range(TRAIN_CLIPS)]
+    xs = range(0, world.SIZE - world.OBJECT - 2 * world.RADIUS + 1, world.GRID)
+    ys = range(world.RADIUS, world.SIZE - world.OBJECT - world.RADIUS + 1, world.GRID)
+    starts = [(x, y) for y in ys for x in xs]
+    colours, backgrounds = list(world.COLOURS), list(world.BACKGROUNDS)
+    base = world.circling_scene(0)
+    return [replace(base, start=starts[k], shape=world.SHAPES[k % 2],
+                    background=backgrounds[(k // 2) % 4], colour=colours[k % 6])
+            for k in range(TRAIN_CLIPS)]  # fmt: skip
 
 
 def train(args, data: Path) -> tuple[Path, float | None]:
@@ -102,10 +128,10 @@ def evaluate(args, lora: Path) -> dict:
     work = args.out / args.eval
     (work / "starts").mkdir(parents=True, exist_ok=True)
     jobs, scenes = [], {}
-    first = world.HELD_OUT if args.starts == "held-out" else 0
+    first, train_set = world.HELD_OUT, training_scenes(args.clips)
     count = args.scenes if args.starts == "held-out" else min(args.scenes, TRAIN_CLIPS)
     for i in range(count):
-        s = world.circling_scene(first + i)
+        s = world.circling_scene(first + i) if args.starts == "held-out" else train_set[i]
         image = work / "starts" / f"{i:02d}.png"
         Image.fromarray(world.render_frame(s, 0)).save(image)
         for name, loras in ((f"base-{i:02d}", []), (f"lora-{i:02d}", [str(lora)])):
