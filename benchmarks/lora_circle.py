@@ -45,11 +45,18 @@ def main() -> None:
     parser.add_argument("--sampler", default="inverted", help="The generate jobs' sampler.")
     parser.add_argument("--train-sampler", default=None,
                         help="fpk train --sampler (default: the mix of orders).")  # fmt: skip
+    parser.add_argument("--weight", type=float, default=1.0,
+                        help="The LoRA's weight in the generate jobs (PATH:WEIGHT).")  # fmt: skip
     parser.add_argument("--eval", default="eval", help="Folder (in --out) of the evaluation.")
     parser.add_argument("--clips", choices=("seeds", "stratified"), default="seeds",
                         help="The 8 training clips: circling_scene(0..7), or one per start "
                         "position with every shape x background and six colours (training_scenes)."
                         )  # fmt: skip
+    parser.add_argument("--reg", type=int, default=0,
+                        help="Prior preservation: this many of the world's goal scenes "
+                        "(the base model's own training scenes, seeds 0..N-1) as --reg-data."
+                        )  # fmt: skip
+    parser.add_argument("--reg-share", type=float, default=0.25)
     parser.add_argument("--starts", choices=("held-out", "train"), default="held-out",
                         help="Score held-out starts, or the training clips' own (does the "
                         "LoRA reproduce what it was trained on?).")  # fmt: skip
@@ -59,13 +66,19 @@ def main() -> None:
     data = args.out / "data"
     if not (data / f"{TRAIN_CLIPS - 1:02d}.txt").is_file():
         write_world_clips(data, training_scenes(args.clips), 4.0)
+    if args.reg and not (args.out / "reg" / f"{args.reg - 1:02d}.txt").is_file():
+        from fpk.synthetic import world
+
+        write_world_clips(args.out / "reg", [world.scene(i) for i in range(args.reg)], 4.0)
     lora, train_s = train(args, data)
     report = evaluate(args, lora)
     report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
                f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
-               + (f" --sampler {args.train_sampler}" if args.train_sampler else ""),
+               + (f" --sampler {args.train_sampler}" if args.train_sampler else "")
+               + (f" --reg-data {args.out / 'reg'} --reg-share {args.reg_share}"
+                  if args.reg else ""),
                "train_seconds": train_s, "train_clips": TRAIN_CLIPS,
-               "clips": args.clips}  # fmt: skip
+               "clips": args.clips, "reg_clips": args.reg}  # fmt: skip
     (args.out / f"report-{args.eval}.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "videos"}, indent=1))
 
@@ -105,6 +118,8 @@ def train(args, data: Path) -> tuple[Path, float | None]:
            "--quiet"]  # fmt: skip
     if args.train_sampler:
         cmd += ["--sampler", args.train_sampler]
+    if args.reg:
+        cmd += ["--reg-data", str(args.out / "reg"), "--reg-share", str(args.reg_share)]
     if (folder / "checkpoint.safetensors").is_file():
         cmd.append("--resume")
     t0 = time.perf_counter()
@@ -134,7 +149,7 @@ def evaluate(args, lora: Path) -> dict:
         s = world.circling_scene(first + i) if args.starts == "held-out" else train_set[i]
         image = work / "starts" / f"{i:02d}.png"
         Image.fromarray(world.render_frame(s, 0)).save(image)
-        for name, loras in ((f"base-{i:02d}", []), (f"lora-{i:02d}", [str(lora)])):
+        for name, loras in ((f"base-{i:02d}", []), (f"lora-{i:02d}", [f"{lora}:{args.weight}"])):
             jobs.append({"name": name, "image": str(image), "prompt": s.prompt,
                          "len": f"{args.seconds}s", "seed": i, "lora": loras,
                          "sampler": args.sampler})  # fmt: skip
@@ -147,8 +162,8 @@ def evaluate(args, lora: Path) -> dict:
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
     wall = round(time.perf_counter() - t0, 1)
     videos = {n: score(work / "videos" / f"{n}.mp4", s) for n, s in scenes.items()}
-    out: dict = {"starts": args.starts, "scenes": count, "seconds": args.seconds,
-                 "eval_wall_s": wall, "sampler": args.sampler,
+    out: dict = {"starts": args.starts, "weight": args.weight, "scenes": count,
+                 "seconds": args.seconds, "eval_wall_s": wall, "sampler": args.sampler,
                  "true_turns": round(args.seconds * world.FPS / world.PERIOD, 2)}  # fmt: skip
     for kind in ("base", "lora"):
         rows = [v for n, v in videos.items() if n.startswith(kind)]

@@ -731,6 +731,17 @@ DataOpt = Annotated[
     ),
 ]
 RankOpt = Annotated[int, typer.Option("--rank", help="LoRA: the adapters' rank.")]
+RegDataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--reg-data",
+        help="LoRA: a folder of clips (same layout as --data) of what the base model already "
+        "does right, mixed in so the LoRA keeps it (prior preservation).",
+    ),
+]
+RegShareOpt = Annotated[
+    float, typer.Option("--reg-share", help="LoRA: share of samples drawn from --reg-data.")
+]
 TrainSamplerOpt = Annotated[
     str | None,
     typer.Option(
@@ -767,6 +778,8 @@ def train(
     lora: LoraTrainOpt = False,
     data: DataOpt = None,
     rank: RankOpt = 16,
+    reg_data: RegDataOpt = None,
+    reg_share: RegShareOpt = 0.25,
     sampler: TrainSamplerOpt = None,
     weights: TrainWeightsOpt = None,
     run_dir: RunDirOpt = Path("training"),
@@ -789,6 +802,7 @@ def train(
         threads=threads, decoder_only=decoder_only, inflate=inflate, first_share=first_share,
         continuous=continuous, start_share=start_share, reverse_share=reverse_share, data=data,
         rank=rank, component="lora" if lora else component, sampler=sampler,
+        reg_data=reg_data, reg_share=reg_share,
     )  # fmt: skip
     folder = weights or EMBEDDED_DIR / p.name
     with _StopFlag() as stop, TrainRenderer(quiet, steps) as sink:

@@ -37,6 +37,8 @@ class TrainConfig:
     reverse_share: float = 0.0  # transformer: share of samples laid out as `extend --reverse`
     data: Path | None = None  # lora: the folder of captioned clips
     rank: int = 16  # lora: the adapters' rank (alpha = rank)
+    reg_data: Path | None = None  # lora: clips of what the base model already does (priors)
+    reg_share: float = 0.25  # lora: share of samples drawn from --reg-data
     sampler: str | None = None  # sections of this order only, "ORDER[:PADDING]" (default: the mix)
 
     def __post_init__(self) -> None:
@@ -48,10 +50,12 @@ class TrainConfig:
             raise UsageError("--steps, --batch and --scenes must be at least 1")
         if (self.component == "lora") != (self.data is not None):
             raise UsageError("--lora trains on --data FOLDER (and --data only with --lora)")
+        if self.reg_data is not None and self.component != "lora":
+            raise UsageError("--reg-data applies to --lora (clips the LoRA must not change)")
         if not 1 <= self.rank <= 1024:
             raise UsageError(f"--rank {self.rank}: give a rank between 1 and 1024")
         shares = {"--first-share": self.first_share, "--start-share": self.start_share,
-                  "--reverse-share": self.reverse_share}  # fmt: skip
+                  "--reverse-share": self.reverse_share, "--reg-share": self.reg_share}  # fmt: skip
         for flag, share in shares.items():
             if not 0 <= share <= 1:
                 raise UsageError(f"{flag} {share}: give a share between 0 and 1")

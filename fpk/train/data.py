@@ -34,52 +34,53 @@ class Clip:
     caption: str
 
 
-def find_clips(folder: Path) -> list[Clip]:
+def find_clips(folder: Path, flag: str = "--data") -> list[Clip]:
     """Every captioned clip of `folder`, in name order; one clear error for a folder with
-    none, a clip with no caption, or a caption line naming a missing clip."""
+    none, a clip with no caption, or a caption line naming a missing clip (naming `flag`, the
+    option that gave the folder)."""
     if not folder.is_dir():
-        raise UsageError(f"--data {folder}: not a folder; give a folder of clip.mp4 + clip.txt")
+        raise UsageError(f"{flag} {folder}: not a folder; give a folder of clip.mp4 + clip.txt")
     found: dict[Path, str] = {}
     for jsonl in sorted(folder.glob("*.jsonl")):
-        for clip in _jsonl_clips(jsonl, folder):
-            _add(found, clip, jsonl)
+        for clip in _jsonl_clips(jsonl, folder, flag):
+            _add(found, clip, jsonl, flag)
     for video in sorted(p for p in folder.iterdir() if p.suffix.lower() in CLIP_SUFFIXES):
         if video.resolve() in found:
             continue
         text = video.with_suffix(".txt")
         if not text.is_file():
             raise UsageError(
-                f"--data: clip {video.name} has no caption: write {text.name} beside it "
+                f"{flag}: clip {video.name} has no caption: write {text.name} beside it "
                 "(or list it in a .jsonl file)"
             )
-        _add(found, Clip(video, _caption(text.read_bytes(), text)), text)
+        _add(found, Clip(video, _caption(text.read_bytes(), text, flag)), text, flag)
     if not found:
         raise UsageError(
-            f"--data {folder}: no captioned clips (clip.mp4 + clip.txt, or a .jsonl file)"
+            f"{flag} {folder}: no captioned clips (clip.mp4 + clip.txt, or a .jsonl file)"
         )
     return sorted(
         (Clip(path, caption) for path, caption in found.items()), key=lambda c: str(c.path)
     )
 
 
-def _add(found: dict[Path, str], clip: Clip, where: Path) -> None:
+def _add(found: dict[Path, str], clip: Clip, where: Path, flag: str) -> None:
     key = clip.path.resolve()
     if key in found:
-        raise UsageError(f"--data: clip {clip.path.name} is captioned twice (again in {where})")
+        raise UsageError(f"{flag}: clip {clip.path.name} is captioned twice (again in {where})")
     found[key] = clip.caption
 
 
-def _caption(raw: bytes, where: Path) -> str:
+def _caption(raw: bytes, where: Path, flag: str) -> str:
     try:
         text = " ".join(raw.decode("utf-8").split())
     except UnicodeDecodeError:
-        raise UsageError(f"--data: caption {where} is not UTF-8 text") from None
+        raise UsageError(f"{flag}: caption {where} is not UTF-8 text") from None
     if not text:
-        raise UsageError(f"--data: caption {where} is empty")
+        raise UsageError(f"{flag}: caption {where} is empty")
     return text
 
 
-def _jsonl_clips(jsonl: Path, folder: Path) -> list[Clip]:
+def _jsonl_clips(jsonl: Path, folder: Path, flag: str) -> list[Clip]:
     out = []
     for n, line in enumerate(jsonl.read_bytes().splitlines(), 1):
         if not line.strip():
@@ -87,17 +88,17 @@ def _jsonl_clips(jsonl: Path, folder: Path) -> list[Clip]:
         try:
             row = json.loads(line)
         except ValueError:
-            raise UsageError(f"--data: {jsonl.name} line {n} is not JSON") from None
+            raise UsageError(f"{flag}: {jsonl.name} line {n} is not JSON") from None
         name = _first(row, ("video", "file", "path"))
         caption = _first(row, ("caption", "prompt", "text"))
         if not isinstance(row, dict) or name is None or caption is None:
             raise UsageError(
-                f'--data: {jsonl.name} line {n}: give {{"video": "clip.mp4", "caption": "..."}}'
+                f'{flag}: {jsonl.name} line {n}: give {{"video": "clip.mp4", "caption": "..."}}'
             )
         path = (folder / str(name)).resolve()
         if not path.is_relative_to(folder.resolve()) or not path.is_file():
-            raise UsageError(f"--data: {jsonl.name} line {n}: no clip {name} in {folder}")
-        out.append(Clip(path, _caption(str(caption).encode(), jsonl)))
+            raise UsageError(f"{flag}: {jsonl.name} line {n}: no clip {name} in {folder}")
+        out.append(Clip(path, _caption(str(caption).encode(), jsonl, flag)))
     return out
 
 
@@ -106,7 +107,7 @@ def _first(row, keys: tuple[str, ...]):
 
 
 @torch.no_grad()
-def encode_clip(comps, rt, clip: Clip, window: int) -> dict:
+def encode_clip(comps, rt, clip: Clip, window: int, flag: str = "--data") -> dict:
     """One clip as the section task samples it: its latents (up to MAX_SECTIONS sections),
     latent grid, caption and image embeddings of its first frame."""
     from fpk.media import clips, images
@@ -125,7 +126,7 @@ def encode_clip(comps, rt, clip: Clip, window: int) -> dict:
     usable = 1 + (len(frames) - 1) // section * section
     if usable < 1 + section:
         raise UsageError(
-            f"--data: clip {clip.path.name} gives {len(frames)} frames at "
+            f"{flag}: clip {clip.path.name} gives {len(frames)} frames at "
             f"{preset.sampling.fps} fps; a section needs {1 + section}"
         )
     pixels = np.stack([images.fit_image_array(f, size) for f in frames[:usable]])

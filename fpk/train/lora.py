@@ -9,6 +9,12 @@ blocks, the layers HunyuanVideo LoRAs adapt; the base weights stay frozen and ar
 averaged nor checkpointed. The EMA of the adapters is exported in diffusers/PEFT format
 (`pytorch_lora_weights.safetensors`, keys `transformer.MODULE.lora_A.weight`), which
 `fpk generate --lora` and other HunyuanVideo tools load.
+
+`--reg-data FOLDER` (prior preservation, as DreamBooth and kohya's regularisation sets do it):
+clips of what the base model already does right, in the same layout, with their own
+captions; each sample is drawn from them with probability `--reg-share` (from the batch's
+bucket; a bucket with no such clip draws from the training clips), so the adapters learn the
+new clips' motion without unlearning what the base does for everything else.
 """
 
 from __future__ import annotations
@@ -47,18 +53,25 @@ class LoraTask(SectionTask):
 
         assert self.cfg.data is not None
         self.clips = find_clips(self.cfg.data)
+        flag = "--reg-data"
+        reg = find_clips(self.cfg.reg_data, flag) if self.cfg.reg_data else []
+        self.reg_videos = [encode_clip(self.comps, self.rt, c, self.window, flag) for c in reg]
         return [encode_clip(self.comps, self.rt, c, self.window) for c in self.clips]
 
     def batch_items(self) -> list:
-        """A batch from one bucket: the bucket of a clip drawn at random (so buckets come up
-        as often as they hold clips), then every item from that bucket."""
+        """A batch from one bucket: the bucket of a training clip drawn at random (so buckets
+        come up as often as they hold clips), then every item from that bucket, a share
+        `--reg-share` of them from its --reg-data clips (see module doc)."""
         lead = self.rng.choice(self.videos)
         bucket = [v for v in self.videos if v["grid"] == lead["grid"]]
-        share = self.cfg.first_share
-        return [
-            self.sample_one(first=self.rng.random() < share, video=self.rng.choice(bucket))
-            for _ in range(self.cfg.batch)
-        ]
+        reg = [v for v in self.reg_videos if v["grid"] == lead["grid"]]
+        cfg = self.cfg
+        items = []
+        for _ in range(cfg.batch):
+            pool = reg if reg and self.rng.random() < cfg.reg_share else bucket
+            first = self.rng.random() < cfg.first_share
+            items.append(self.sample_one(first=first, video=self.rng.choice(pool)))
+        return items
 
     def state(self, model) -> dict[str, torch.Tensor]:
         """The adapters' weights only (the base model is the weights folder's)."""

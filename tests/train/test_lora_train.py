@@ -171,3 +171,29 @@ def test_a_clip_shorter_than_a_section_is_refused(small_preset, base, tmp_path):
     write_world_clips(tmp_path / "short", [world.circling_scene(0)], 0.1)
     with pytest.raises(UsageError, match="a section needs"):
         LoraTask(small_preset, load_components(small_preset, base), _config(tmp_path / "short"))
+
+
+def test_reg_data_is_drawn_at_its_share_from_the_batch_bucket(small_preset, base, data, tmp_path):
+    from fpk.model.loading import load_components
+    from fpk.train.lora import LoraTask
+
+    reg = tmp_path / "reg"
+    write_world_clips(reg, [world.scene(i) for i in range(3)], 1.0)
+
+    def task_of(**kw):  # fresh components: each task adds its adapter
+        return LoraTask(small_preset, load_components(small_preset, base), _config(data, **kw))
+
+    task = task_of(batch=64, reg_data=reg, reg_share=0.25)
+    assert len(task.videos) == 2 and len(task.reg_videos) == 3  # kept apart: leads are clips
+    assert task.sample_start()[1] == world.circling_scene(0).prompt
+    reg_prompts = {world.scene(i).prompt for i in range(3)}
+    drawn = [v["prompt"] in reg_prompts for _ in range(4) for v, *_ in task.batch_items()]
+    assert 0.15 < np.mean(drawn) < 0.35  # 256 draws at p = 0.25: 5 sigma either side
+    none = task_of(batch=64, reg_data=reg, reg_share=0.0)
+    assert not any(v["prompt"] in reg_prompts for v, *_ in none.batch_items())
+    with pytest.raises(UsageError, match="--reg-data .*not a folder"):
+        task_of(reg_data=tmp_path / "missing")
+    with pytest.raises(UsageError, match="--reg-share"):
+        _config(data, reg_data=reg, reg_share=1.5)
+    with pytest.raises(UsageError, match="--reg-data applies to --lora"):
+        TrainConfig(reg_data=reg)
