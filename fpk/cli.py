@@ -696,8 +696,8 @@ ContinuousOpt = Annotated[
     int,
     typer.Option(
         "--continuous",
-        help="Transformer: continuous-motion world scenes (seeds 0..N-1) to train on beside "
-        "--scenes goal scenes.",
+        help="Continuous-motion world scenes (seeds 0..N-1) to train on beside --scenes goal "
+        "scenes (the VAE draws them in that proportion, from any frame).",
     ),
 ]
 StartShareOpt = Annotated[

@@ -32,7 +32,7 @@ class TrainConfig:
     decoder_only: bool = False  # VAE: keep the encoder (and so every latent) as it is
     inflate: bool = False  # VAE: start from fpk.model.tiny.inflate_causal of the loaded weights
     first_share: float = 0.0  # transformer: share of samples that are `sample_one(first=True)`
-    continuous: int = 0  # transformer: continuous-motion scenes (seeds 0..N-1) beside --scenes
+    continuous: int = 0  # continuous-motion scenes (seeds 0..N-1) beside --scenes (or the VAE's)
     start_share: float = 0.0  # transformer: share of steps on text-to-video start frames
     reverse_share: float = 0.0  # transformer: share of samples laid out as `extend --reverse`
     data: Path | None = None  # lora: the folder of captioned clips

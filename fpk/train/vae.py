@@ -67,6 +67,7 @@ class VaeTask:
     IMAGE_FRACTION = 0.7
     CHUNK = 3  # latent frames a decoder-only step decodes
     DECODER_STARTS = 8  # the world moves in its first ~25 pixel frames (latents 0..6)
+    CONTINUOUS_FIRST = 96  # pixel frames: two round trips between the walls (every phase)
 
     def __init__(self, comps, cfg: TrainConfig) -> None:
         self.model = comps.vae
@@ -75,15 +76,26 @@ class VaeTask:
         self.decoder_only = cfg.decoder_only
         self.image_steps = 0 if cfg.decoder_only else int(cfg.steps * self.IMAGE_FRACTION)
         self.rng = np.random.default_rng(cfg.seed)
+        self.continuous = cfg.continuous
+        self.continuous_share = cfg.continuous / (cfg.continuous + cfg.scenes)
         if cfg.decoder_only:
             for part in (self.model.encoder, self.model.quant_conv):
                 part.requires_grad_(False)
 
+    def scene(self, goal_first: int) -> tuple[world.Scene, int]:
+        """A scene and the pixel frame its clip starts at: with probability --continuous /
+        (--continuous + --scenes) one of the continuous-motion scenes 0 .. --continuous - 1
+        from anywhere in its first CONTINUOUS_FIRST frames (it moves all the time: every
+        phase of its motion), else a goal scene drawn anew from `goal_first` frames on."""
+        if self.continuous and self.rng.random() < self.continuous_share:
+            s = world.continuous_scene(int(self.rng.integers(self.continuous)))
+            return s, int(self.rng.integers(0, self.CONTINUOUS_FIRST))
+        return world.sample_scene(self.rng), int(self.rng.integers(0, goal_first))
+
     def clips(self, frames: int = CLIP, count: int | None = None) -> torch.Tensor:
         out = []
         for _ in range(count or self.batch):
-            s = world.sample_scene(self.rng)
-            first = int(self.rng.integers(0, 40))
+            s, first = self.scene(40)
             out.append(torch.from_numpy(world.render(s, frames, first)))
         x = torch.stack(out).float() / 127.5 - 1  # (B, F, H, W, 3)
         return x.permute(0, 4, 1, 2, 3)
@@ -100,15 +112,16 @@ class VaeTask:
         """Decoder only, as `fpk generate` decodes: latents of a video encoded from its first
         frame, decoded from latent frame `a` on (the chunk's first latent stands for pixel
         frame 4a alone), against pixel frames 4a .. 4(a + CHUNK - 1). Starts are drawn where
-        the world moves (its first DECODER_STARTS latent frames)."""
+        the world moves (its first DECODER_STARTS latent frames; continuous scenes from any
+        frame of theirs, `scene`)."""
         from fpk.model import conditioning as cond
 
         t = self.model.config.temporal_compression_ratio
         xs, zs = [], []
         for _ in range(self.batch):
-            s = world.sample_scene(self.rng)
+            s, first = self.scene(1)
             a = int(self.rng.integers(0, self.DECODER_STARTS))
-            x = cond.to_tensor(world.render(s, 1 + t * (a + self.CHUNK - 1)))[None]
+            x = cond.to_tensor(world.render(s, 1 + t * (a + self.CHUNK - 1), first))[None]
             with torch.no_grad():
                 zs.append(vae.encode(x).latent_dist.mode()[:, :, a:])
             xs.append(x[:, :, t * a :])

@@ -62,6 +62,26 @@ def test_vae_decoder_only_keeps_the_encoder_and_the_latent_scale(small_preset, t
         train(small_preset, weights, runs, TrainConfig(steps=1, decoder_only=True))
 
 
+def test_vae_draws_continuous_scenes_in_their_proportion_from_any_phase():
+    from types import SimpleNamespace
+
+    import torch
+
+    from fpk.synthetic import world
+    from fpk.train.vae import VaeTask
+
+    vae = SimpleNamespace(encoder=torch.nn.Linear(1, 1), quant_conv=torch.nn.Linear(1, 1))
+    task = VaeTask(SimpleNamespace(vae=vae), TrainConfig(component="vae", continuous=300))
+    drawn = [task.scene(1) for _ in range(400)]
+    moving = [(s, f) for s, f in drawn if s.goal in world.MOTIONS]
+    assert 0.33 < len(moving) / len(drawn) < 0.53  # 300 / (300 + 400 scenes) = 0.43, 4 sigma
+    assert len({f for _, f in moving}) > 40  # every phase of the motion, not only its start
+    assert max(f for _, f in moving) < VaeTask.CONTINUOUS_FIRST
+    assert all(f == 0 for s, f in drawn if s.goal not in world.MOTIONS)  # goal scenes as before
+    plain = VaeTask(SimpleNamespace(vae=vae), TrainConfig(component="vae"))
+    assert all(plain.scene(40)[0].goal not in world.MOTIONS for _ in range(100))
+
+
 def _small_vae(attention: bool):
     from fpk.config import VaeSpec
     from fpk.model.tiny import TinySizes, build_vae
