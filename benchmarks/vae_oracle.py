@@ -64,6 +64,7 @@ def main() -> None:
                 "first_second_pos": per_sec[0]["position_error"],
                 "largest_jump": metrics.largest_jump(out, s),
                 "largest_jump_truth": metrics.largest_jump(truth[:frames], s),
+                **moves_by_phase(out, s),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -77,10 +78,30 @@ def main() -> None:
                 "first_second_pos": float(np.mean([r["first_second_pos"] for r in rows])),
                 "largest_jump_median": float(np.median([r["largest_jump"] for r in rows])),
                 "largest_jump_max": max(r["largest_jump"] for r in rows),
+                "move_by_phase": np.mean([r["move_by_phase"] for r in rows], 0).round(2).tolist(),
+                "centre_error": float(np.mean([r["centre_error"] for r in rows])),
                 "scenes": len(rows),
             }
         )
     )
+
+
+def moves_by_phase(frames: np.ndarray, s, t: int = 4) -> dict:
+    """The object's mean move into pixel frame f, grouped by f's place in its latent frame
+    (f mod t: 0 is a latent frame's own pixel frame, 1 .. t - 1 the ones the causal decoder
+    makes from it and earlier latents), and its mean centre error against the world's; the
+    world's own move is the same in every phase."""
+    centres = [metrics.centre(f, s) for f in frames]
+    moves: list[list[float]] = [[] for _ in range(t)]
+    errors = []
+    for f, c in enumerate(centres):
+        if c is None:
+            continue
+        errors.append(float(np.hypot(c[0] - s.centre(f)[0], c[1] - s.centre(f)[1])))
+        if f and centres[f - 1] is not None:
+            moves[f % t].append(float(np.hypot(*np.subtract(c, centres[f - 1]))))
+    return {"move_by_phase": [round(float(np.mean(m)), 2) if m else 0.0 for m in moves],
+            "centre_error": round(float(np.mean(errors)), 2)}  # fmt: skip
 
 
 if __name__ == "__main__":
