@@ -692,6 +692,14 @@ FirstShareOpt = Annotated[
         "of the video from the start image alone: the goal is only in the prompt).",
     ),
 ]
+MotionLossOpt = Annotated[
+    float,
+    typer.Option(
+        "--motion-loss",
+        help="VAE: weight of an L1 loss on frame-to-frame differences (decoded against true), "
+        "which sees an object that stutters.",
+    ),
+]
 ContinuousOpt = Annotated[
     int,
     typer.Option(
@@ -771,6 +779,7 @@ def train(
     resume: ResumeOpt = False,
     decoder_only: DecoderOnlyOpt = False,
     inflate: InflateOpt = False,
+    motion_loss: MotionLossOpt = 0.0,
     first_share: FirstShareOpt = 0.0,
     continuous: ContinuousOpt = 0,
     start_share: StartShareOpt = 0.0,
@@ -799,7 +808,8 @@ def train(
     cfg = tr.TrainConfig(
         steps=steps, batch=batch, lr=lr, scenes=scenes,
         checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed,
-        threads=threads, decoder_only=decoder_only, inflate=inflate, first_share=first_share,
+        threads=threads, decoder_only=decoder_only, inflate=inflate, motion_loss=motion_loss,
+        first_share=first_share,
         continuous=continuous, start_share=start_share, reverse_share=reverse_share, data=data,
         rank=rank, component="lora" if lora else component, sampler=sampler,
         reg_data=reg_data, reg_share=reg_share,

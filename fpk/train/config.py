@@ -30,6 +30,7 @@ class TrainConfig:
     seed: int = TRAIN_SEED
     threads: int = 0
     decoder_only: bool = False  # VAE: keep the encoder (and so every latent) as it is
+    motion_loss: float = 0.0  # VAE: weight of the frame-difference L1 (VaeTask.reconstruction)
     inflate: bool = False  # VAE: start from fpk.model.tiny.inflate_causal of the loaded weights
     first_share: float = 0.0  # transformer: share of samples that are `sample_one(first=True)`
     continuous: int = 0  # continuous-motion scenes (seeds 0..N-1) beside --scenes (or the VAE's)
@@ -44,8 +45,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.component not in TRAINABLE:
             raise UsageError(f"--component '{self.component}' (valid: {', '.join(TRAINABLE)})")
-        if (self.decoder_only or self.inflate) and self.component != "vae":
-            raise UsageError("--decoder-only and --inflate apply to --component vae")
+        if (self.decoder_only or self.inflate or self.motion_loss) and self.component != "vae":
+            raise UsageError("--decoder-only, --inflate and --motion-loss apply to --component vae")
+        if self.motion_loss < 0:
+            raise UsageError(f"--motion-loss {self.motion_loss}: give a weight, 0 or more")
         if self.steps < 1 or self.batch < 1 or self.scenes < 1:
             raise UsageError("--steps, --batch and --scenes must be at least 1")
         if (self.component == "lora") != (self.data is not None):

@@ -77,6 +77,7 @@ class VaeTask:
         self.image_steps = 0 if cfg.decoder_only else int(cfg.steps * self.IMAGE_FRACTION)
         self.rng = np.random.default_rng(cfg.seed)
         self.continuous = cfg.continuous
+        self.motion_loss = cfg.motion_loss
         self.continuous_share = cfg.continuous / (cfg.continuous + cfg.scenes)
         if cfg.decoder_only:
             for part in (self.model.encoder, self.model.quant_conv):
@@ -127,13 +128,23 @@ class VaeTask:
             xs.append(x[:, :, t * a :])
         x, z = torch.cat(xs), torch.cat(zs)
         y = vae.decode(z + self.LATENT_NOISE * z.std() * torch.randn_like(z)).sample
-        return (y - x).abs().mean() + ((y - x) ** 2).mean()
+        return self.reconstruction(y, x)
+
+    def reconstruction(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """L1 + MSE of decoded `y` against true `x` (B, C, F, H, W), plus --motion-loss times
+        the L1 of their frame-to-frame differences: an object that stops for a frame and
+        catches up later is a sub-pixel error to the per-pixel terms, but the whole of its
+        move to this one."""
+        loss = (y - x).abs().mean() + ((y - x) ** 2).mean()
+        if self.motion_loss and x.shape[2] > 1:
+            loss = loss + self.motion_loss * (y.diff(dim=2) - x.diff(dim=2)).abs().mean()
+        return loss
 
     def _loss(self, vae, x: torch.Tensor) -> torch.Tensor:
         post = vae.encode(x).latent_dist
         z = post.mode()
         y = vae.decode(z + self.LATENT_NOISE * z.detach().std() * torch.randn_like(z)).sample
-        return (y - x).abs().mean() + ((y - x) ** 2).mean() + self.KL * post.kl().mean()
+        return self.reconstruction(y, x) + self.KL * post.kl().mean()
 
     ships_average = False  # the VAE ships its raw weights: it trains briefly, the EMA lags
 

@@ -82,6 +82,32 @@ def test_vae_draws_continuous_scenes_in_their_proportion_from_any_phase():
     assert all(plain.scene(40)[0].goal not in world.MOTIONS for _ in range(100))
 
 
+def test_motion_loss_sees_a_stutter_and_not_a_steady_error():
+    from types import SimpleNamespace
+
+    import torch
+
+    from fpk.model import conditioning as cond
+    from fpk.synthetic import world
+    from fpk.train.vae import VaeTask
+
+    vae = SimpleNamespace(encoder=torch.nn.Linear(1, 1), quant_conv=torch.nn.Linear(1, 1))
+
+    def task(weight):
+        return VaeTask(SimpleNamespace(vae=vae), TrainConfig(component="vae", motion_loss=weight))
+
+    x = cond.to_tensor(world.render(world.continuous_scene(0), 5))[None]  # (1, 3, 5, H, W)
+    stutter = x.clone()
+    stutter[:, :, 2] = x[:, :, 1]  # stops for a frame, catches up at the next
+    plain, motion = task(0.0).reconstruction(stutter, x), task(1.0).reconstruction(stutter, x)
+    assert motion - plain > (stutter - x).abs().mean()  # the move's error counts twice
+    offset = x + 0.1  # the same error in every frame: no motion error
+    assert torch.isclose(task(1.0).reconstruction(offset, x), task(0.0).reconstruction(offset, x))
+    assert task(1.0).reconstruction(x, x) == 0
+    with pytest.raises(UsageError, match="--motion-loss"):
+        TrainConfig(motion_loss=1.0)
+
+
 def _small_vae(attention: bool):
     from fpk.config import VaeSpec
     from fpk.model.tiny import TinySizes, build_vae
