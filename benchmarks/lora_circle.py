@@ -8,7 +8,9 @@
    world.HELD_OUT, never trained on), each once with `lora = [the trained file]` and once
    without, same seed; every frame scored against the world's ground truth:
    position error of the object's centre, turns made around the circle's centre (truth: 0.75 a
-   second), and "follows": mean position error under 4 px with the object solid in most frames.
+   second), "follows": mean position error under 4 px with the object solid in most frames, and
+   "circles": within half a turn of the truth's turns with the object solid in most frames
+   (the motion, whatever its phase).
 
     .venv/bin/python benchmarks/lora_circle.py --out /tmp/lora-circle --steps 800
 
@@ -169,6 +171,7 @@ def evaluate(args, lora: Path) -> dict:
         rows = [v for n, v in videos.items() if n.startswith(kind)]
         out[kind] = {
             "follows": sum(r["follows"] for r in rows),
+            "circles": sum(r["circles"] for r in rows),
             "mean_position_error_px": round(float(np.mean([r["position_error"] for r in rows])), 2),
             "mean_turns": round(float(np.mean([r["turns"] for r in rows])), 2),
             "solid_share": round(float(np.mean([r["solid"] for r in rows])), 3),
@@ -198,8 +201,10 @@ def score(path: Path, scene) -> dict:
     # clockwise on screen is a falling angle (y up); a turn is 2 pi
     turns = -float(np.sum(np.diff(np.unwrap(angles)))) / (2 * np.pi) if len(angles) > 1 else 0.0
     follows = err < metrics.AT_GOAL_PX and solid >= 0.5
+    true_turns = (len(frames) - 1) / world.PERIOD
+    circles = abs(turns - true_turns) <= 0.5 and solid >= 0.5  # the motion, in any phase
     return {"position_error": round(err, 2), "turns": round(turns, 2), "solid": round(solid, 3),
-            "follows": bool(follows)}  # fmt: skip
+            "follows": bool(follows), "circles": bool(circles)}  # fmt: skip
 
 
 if __name__ == "__main__":
