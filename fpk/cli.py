@@ -765,6 +765,21 @@ TrainWeightsOpt = Annotated[
 RunDirOpt = Annotated[Path, typer.Option("--run", help="Folder for checkpoints, log and samples.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads (0: torch's).")]
 TrainSeedOpt = Annotated[int, typer.Option("--seed", help="Random seed of the run.")]
+TrainDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="LoRA: the frozen weights' dtype, fp32, bf16 or fp16 (default: bf16 on a GPU, "
+        "fp32 on a CPU); the adapters train in fp32. Full training is fp32.",
+    ),
+]
+CheckpointingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Recompute the blocks' activations in the backward pass: less memory, slower.",
+    ),
+]
 
 
 def train(
@@ -794,6 +809,9 @@ def train(
     run_dir: RunDirOpt = Path("training"),
     threads: ThreadsOpt = 0,
     seed: TrainSeedOpt = TRAIN_SEED,
+    device: DeviceOpt = None,
+    dtype: TrainDtypeOpt = None,
+    gradient_checkpointing: CheckpointingOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a preset's transformer (or VAE) on fpk's synthetic world, or a LoRA on your
@@ -812,8 +830,10 @@ def train(
         first_share=first_share,
         continuous=continuous, start_share=start_share, reverse_share=reverse_share, data=data,
         rank=rank, component="lora" if lora else component, sampler=sampler,
-        reg_data=reg_data, reg_share=reg_share,
+        reg_data=reg_data, reg_share=reg_share, device=device, dtype=dtype,
+        checkpointing=gradient_checkpointing,
     )  # fmt: skip
+    cfg.devices()  # a device that is not here: one line before anything starts
     folder = weights or EMBEDDED_DIR / p.name
     with _StopFlag() as stop, TrainRenderer(quiet, steps) as sink:
         ckpt = tr.train(p, folder, run_dir / p.name, cfg, resume, sink, stop)

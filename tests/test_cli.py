@@ -141,6 +141,20 @@ def test_benchmark_bad_input(capsys, command, needle):
     _one_line_error(code, err, 2, needle)
 
 
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [
+        (["train", "--dtype", "bf16"], "--dtype bf16 applies to --lora"),
+        (["train", "--lora", "--data", ".", "--dtype", "fp8"], "--dtype 'fp8' is not one of"),
+        (["train", "--device", "nowhere"], "--device 'nowhere' is not a device"),
+    ],
+)
+def test_train_bad_device_or_dtype(capsys, tmp_path, command, needle):
+    code, _, err = run(capsys, *command, "--run", str(tmp_path))
+    _one_line_error(code, err, 2, needle)
+    assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
 def test_help_does_not_import_torch():
     code = (
         "import sys\n"

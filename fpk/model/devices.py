@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from fpk.errors import UsageError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -23,16 +26,21 @@ def pick_device(name: str | None):
     return device
 
 
+def dtype_name(name: str) -> str:
+    """The torch name of `--dtype NAME` (aliases resolved); a UsageError naming the valid ones."""
+    full = ALIASES.get(name, name)
+    if full not in DTYPES:
+        raise UsageError(f"--dtype '{name}' is not one of {', '.join([*ALIASES, *DTYPES])}")
+    return full
+
+
 def pick_dtype(name: str | None, device):
     """bfloat16 on a GPU, float32 on a CPU, unless `name` says otherwise."""
     import torch
 
     if name is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    name = ALIASES.get(name, name)
-    if name not in DTYPES:
-        raise UsageError(f"--dtype '{name}' is not one of {', '.join([*ALIASES, *DTYPES])}")
-    return getattr(torch, name)
+    return getattr(torch, dtype_name(name))
 
 
 def keep_freed_memory() -> bool:
@@ -53,3 +61,18 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+@contextlib.contextmanager
+def on_device(device, *modules) -> Iterator[None]:
+    """`modules` (None skipped) on `device` for the block, and back where each was after:
+    one model on a GPU at a time where they would not fit together (training encodes its
+    data first, then trains the transformer alone)."""
+    placed = [(m, next(m.parameters()).device) for m in modules if m is not None]
+    for module, _ in placed:
+        module.to(device)
+    try:
+        yield
+    finally:
+        for module, home in placed:
+            module.to(home)

@@ -8,6 +8,7 @@ from pathlib import Path
 from fpk import events as ev
 from fpk.config import TRAIN_SEED
 from fpk.errors import UsageError
+from fpk.model.devices import dtype_name
 
 TRAINABLE = ("vae", "transformer", "lora")
 LORA_FILE = "pytorch_lora_weights.safetensors"  # what a LoRA run exports (fpk.train.lora)
@@ -41,6 +42,9 @@ class TrainConfig:
     reg_data: Path | None = None  # lora: clips of what the base model already does (priors)
     reg_share: float = 0.25  # lora: share of samples drawn from --reg-data
     sampler: str | None = None  # sections of this order only, "ORDER[:PADDING]" (default: the mix)
+    device: str | None = None  # where to train (default: cuda if there is a GPU, else cpu)
+    dtype: str | None = None  # lora: the frozen weights' dtype (default bf16 on a GPU, else fp32)
+    checkpointing: bool = False  # gradient checkpointing: recompute activations in backward
 
     def __post_init__(self) -> None:
         if self.component not in TRAINABLE:
@@ -68,6 +72,25 @@ class TrainConfig:
             self.order_padding()  # a bad name is a UsageError naming the valid ones
         if self.continuous < 0:
             raise UsageError(f"--continuous {self.continuous}: give a scene count, 0 or more")
+        if self.dtype is not None and dtype_name(self.dtype) != "float32":
+            if self.component != "lora":
+                raise UsageError(
+                    f"--dtype {self.dtype} applies to --lora (frozen weights in {self.dtype}, "
+                    "adapters in fp32); full training keeps fp32 weights"
+                )
+
+    def devices(self):
+        """(torch device, dtype of the frozen weights): `--device` (default: cuda where there
+        is a GPU); `--dtype` for a LoRA (default bf16 on a GPU, fp32 on a CPU; its adapters
+        train in fp32), float32 for full training."""
+        import torch
+
+        from fpk.model.devices import pick_device, pick_dtype
+
+        device = pick_device(self.device)
+        if self.component != "lora":
+            return device, torch.float32
+        return device, pick_dtype(self.dtype, device)
 
     def order_padding(self) -> tuple[str, str] | None:
         """`--sampler ORDER[:PADDING]` as (order, padding); the padding defaults to the one the

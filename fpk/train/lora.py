@@ -46,6 +46,9 @@ class LoraTask(SectionTask):
             r=cfg.rank, lora_alpha=cfg.rank, target_modules=TARGETS, init_lora_weights=True
         )
         model.add_adapter(self.lora_config, adapter_name=ADAPTER)
+        for p in model.parameters():  # adapters (and their AdamW moments) in fp32 at any dtype
+            if p.requires_grad:
+                p.data = p.data.float()
         super().__init__(preset, comps, cfg)
 
     def encode_videos(self) -> list[dict]:

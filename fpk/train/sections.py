@@ -13,6 +13,7 @@ import torch
 
 from fpk.config import Preset
 from fpk.model.call import predict_flow, section_inputs, target_tokens
+from fpk.model.devices import on_device
 from fpk.synthetic import world
 from fpk.train.config import TrainConfig
 
@@ -27,10 +28,12 @@ STATIC_AFTER = 1 + 4 * 14  # pixel frames to encode; the world is static after ~
 GUIDANCE = 10.0
 
 
-def load(preset: Preset, folder: Path):
+def load(preset: Preset, folder: Path, dtype: torch.dtype = torch.float32):
+    """The preset's components in `folder`, on the CPU (a task puts what it runs on its
+    device), in `dtype`."""
     from fpk.model.loading import load_components
 
-    return load_components(preset, folder)
+    return load_components(preset, folder, dtype=dtype)
 
 
 class SectionTask:
@@ -43,10 +46,26 @@ class SectionTask:
         self.model = comps.transformer
         self.window = preset.sampling.window
         self.grid = preset.latent_grid()
-        self.rt = Runtime(preset, comps, torch.device("cpu"), torch.float32)
+        self.rt = Runtime(preset, comps, *cfg.devices())
         self.rng = random.Random(cfg.seed)
         comps.vae.use_framewise_encoding = False  # one pass per clip: faster than tiles here
-        self.videos = self.encode_videos()
+        with on_device(self.rt.device, comps.vae, comps.image_encoder):
+            self.videos = self.encode_videos()
+        self.encode_prompts()
+        self.model.to(self.rt.device)
+        if cfg.checkpointing:
+            self.model.enable_gradient_checkpointing()
+
+    def encode_prompts(self) -> None:
+        """Every caption the task will use, encoded once (the runtime's cache), the text
+        encoders on the task's device only meanwhile: on a GPU the transformer then trains
+        without them beside it (HunyuanVideo's Llama alone is 16 GB in bf16)."""
+        comps = self.comps
+        captions = {v["prompt"] for v in self.videos + getattr(self, "reg_videos", [])}
+        captions.add(self.sample_start()[1])
+        with on_device(self.rt.device, comps.text_encoder, comps.text_encoder_2):
+            for text in sorted(captions):
+                self.rt.prompt(text)
 
     def encode_videos(self) -> list[dict]:
         """The videos sections are drawn from: world scenes 0 .. --scenes - 1, then
@@ -96,10 +115,10 @@ class SectionTask:
         mu = shift_mu(target_tokens(model.config, x0))
         sigma = torch.tensor([time_shift(self.rng.random() * 0.999 + 0.001, mu) for _ in range(b)])
         noise = torch.randn_like(x0)
-        s = sigma.view(-1, 1, 1, 1, 1)
+        s = sigma.view(-1, 1, 1, 1, 1).to(x0.device)
         xt = (1 - s) * x0 + s * noise
         pred = self.flow(model, items, xt, sigma, [v["prompt"] for v, *_ in items])
-        return torch.nn.functional.mse_loss(pred, noise - x0)
+        return torch.nn.functional.mse_loss(pred.float(), noise - x0)  # in fp32 at any dtype
 
     def batch_items(self) -> list:
         """`--batch` sections of `sample_one`, `--first-share` of them first sections and
@@ -159,7 +178,9 @@ class SectionTask:
         ctx = section_context(step, self.model_schedule, grid, known, shift, timeline[0])
         target = torch.stack([timeline[p] for p in step.target], dim=1)
         frame = world.render_frame(video["scene"], world_frame(head))
-        embeds = cond.image_embeds(self.comps, frame, self.rt.device, self.rt.dtype)
+        encoder = self.comps.image_encoder  # where encoding left it (on_device: the CPU)
+        embeds = cond.image_embeds(self.comps, frame, encoder.device, self.rt.dtype)
+        embeds = embeds.to(self.rt.device)
         return ({**video, "image_embeds": embeds}, ctx,
                 torch.tensor(list(step.target)) + shift, target)  # fmt: skip
 
@@ -167,12 +188,12 @@ class SectionTask:
         """The model's predicted flow for `sample_one` items at noisy latents `xt`, `sigma`."""
         inputs = section_inputs(
             [self.rt.prompt(t) for t in prompts],
-            torch.cat([v["image_embeds"] for v, *_ in items]),
+            torch.cat([v["image_embeds"].to(self.rt.device) for v, *_ in items]),
             torch.stack([pos for _, _, pos, _ in items]),
             [ctx for _, ctx, _, _ in items],
             GUIDANCE,
         )
-        return predict_flow(model, xt, sigma, inputs)
+        return predict_flow(model, xt, sigma, inputs.to(self.rt.device, self.rt.dtype))
 
     ships_average = True  # the EMA of the weights ships
 
@@ -205,7 +226,8 @@ class SectionTask:
         entry = {"image": str(folder / "start.png"), "prompt": prompt, "len": "2s", **settings}
         job = resolve_job(self.preset, entry, {"name": path.stem}, path.parent)
         comps = dataclasses.replace(self.rt.components, transformer=model)
-        run_job(dataclasses.replace(self.rt, components=comps), job)
+        with on_device(self.rt.device, comps.vae, comps.image_encoder):
+            run_job(dataclasses.replace(self.rt, components=comps), job)
 
 
 def probe_task(weights: Path, threads: int = 0, preset: str = "tiny") -> SectionTask:

@@ -104,7 +104,7 @@ def _task(preset: Preset, weights: Path, cfg: TrainConfig) -> VaeTask | SectionT
     torch.manual_seed(cfg.seed)
     if cfg.component != "lora":
         ensure_components(preset, weights, world.vocabulary(), cfg.seed)
-    comps = load(preset, weights)
+    comps = load(preset, weights, cfg.devices()[1])  # on the CPU; the task places them
     if cfg.component == "lora":
         from fpk.train.lora import LoraTask
 

@@ -72,6 +72,10 @@ class VaeTask:
     def __init__(self, comps, cfg: TrainConfig) -> None:
         self.model = comps.vae
         self.model.use_framewise_encoding = self.model.use_framewise_decoding = False
+        self.device = cfg.devices()[0]
+        self.model.to(self.device)
+        if cfg.checkpointing:
+            self.model.enable_gradient_checkpointing()
         self.batch = max(1, cfg.batch // 4)
         self.decoder_only = cfg.decoder_only
         self.image_steps = 0 if cfg.decoder_only else int(cfg.steps * self.IMAGE_FRACTION)
@@ -98,7 +102,7 @@ class VaeTask:
         for _ in range(count or self.batch):
             s, first = self.scene(40)
             out.append(torch.from_numpy(world.render(s, frames, first)))
-        x = torch.stack(out).float() / 127.5 - 1  # (B, F, H, W, 3)
+        x = torch.stack(out).to(self.device).float() / 127.5 - 1  # (B, F, H, W, 3)
         return x.permute(0, 4, 1, 2, 3)
 
     def loss(self, vae, step: int = 0) -> torch.Tensor:
@@ -122,7 +126,8 @@ class VaeTask:
         for _ in range(self.batch):
             s, first = self.scene(1)
             a = int(self.rng.integers(0, self.DECODER_STARTS))
-            x = cond.to_tensor(world.render(s, 1 + t * (a + self.CHUNK - 1), first))[None]
+            frames = world.render(s, 1 + t * (a + self.CHUNK - 1), first)
+            x = cond.to_tensor(frames)[None].to(self.device)
             with torch.no_grad():
                 zs.append(vae.encode(x).latent_dist.mode()[:, :, a:])
             xs.append(x[:, :, t * a :])
@@ -168,5 +173,5 @@ class VaeTask:
             x = self.clips()[:1]
             y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
         row = torch.cat([x[0], y[0]], dim=-2)  # (3, F, 2H, W)
-        img = ((row.permute(2, 1, 3, 0).flatten(1, 2) + 1) * 127.5).byte().numpy()
+        img = ((row.permute(2, 1, 3, 0).flatten(1, 2) + 1) * 127.5).byte().cpu().numpy()
         Image.fromarray(img).save(path.with_suffix(".png"))

@@ -197,3 +197,66 @@ def test_reg_data_is_drawn_at_its_share_from_the_batch_bucket(small_preset, base
         _config(data, reg_data=reg, reg_share=1.5)
     with pytest.raises(UsageError, match="--reg-data applies to --lora"):
         TrainConfig(reg_data=reg)
+
+
+def test_a_lora_trains_on_bf16_weights_with_fp32_adapters(small_preset, base, data, tmp_path):
+    """`--dtype bf16` (what a GPU run of the 13B model uses): the frozen weights load in bf16,
+    the adapters, their average and their moments stay fp32, the base file is untouched, and
+    the exported file loads with `--lora` onto bf16 weights and changes what they predict."""
+    from fpk.model.loading import load_components
+    from fpk.model.lora import LoraState, parse_lora
+    from fpk.train.lora import LoraTask
+
+    before = _weights(base)
+    cfg = _config(data, dtype="bf16", checkpointing=True)
+    task = LoraTask(small_preset, load_components(small_preset, base, dtype=torch.bfloat16), cfg)
+    params = dict(task.model.named_parameters())
+    assert {p.dtype for n, p in params.items() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for n, p in params.items() if not p.requires_grad} == {torch.bfloat16}
+    assert task.rt.dtype == torch.bfloat16 and task.model.gradient_checkpointing
+    run = tmp_path / "run"
+    train(small_preset, base, run, cfg)
+    losses = [r["loss"] for r in read_log(run / "lora" / LOG)]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert all(torch.equal(before[k], v) for k, v in _weights(base).items())
+    with safe_open(str(run / "lora" / RESUME), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if k.startswith(("ema.", "optim."))
+                and not k.endswith(".step")} == {torch.float32}  # fmt: skip
+    plain = load_components(small_preset, base, dtype=torch.bfloat16).transformer
+    loaded = load_components(small_preset, base, dtype=torch.bfloat16).transformer
+    LoraState().use(loaded, (parse_lora(str(run / "lora" / LORA_FILE)),), fuse=False)
+    items = task.batch_items()
+    x = torch.randn(len(items), *items[0][3].shape)
+    sigma = torch.tensor([0.7] * len(items))
+    prompts = [v["prompt"] for v, *_ in items]
+    with torch.no_grad():
+        got = task.flow(loaded.eval(), items, x, sigma, prompts)
+        without = task.flow(plain.eval(), items, x, sigma, prompts)
+    assert got.dtype == torch.bfloat16 and (got - without).float().abs().max() > 1e-3
+
+
+def test_gradient_checkpointing_trains_the_same_adapters(small_preset, base, data, tmp_path):
+    """Recomputing activations in the backward pass changes memory, not the result."""
+    from safetensors.torch import load_file
+
+    got = {}
+    for checkpointing in (False, True):
+        run = tmp_path / str(checkpointing)
+        train(small_preset, base, run, _config(data, steps=2, checkpointing=checkpointing))
+        got[checkpointing] = load_file(str(run / "lora" / LORA_FILE))
+    assert got[False].keys() == got[True].keys()
+    for k, v in got[False].items():
+        assert torch.allclose(v, got[True][k], atol=1e-6), k
+
+
+def test_devices_and_dtypes_are_checked(data):
+    with pytest.raises(UsageError, match="--dtype bf16 applies to --lora"):
+        TrainConfig(dtype="bf16")
+    with pytest.raises(UsageError, match="--dtype 'fp8' is not one of"):
+        _config(data, dtype="fp8")
+    assert TrainConfig(dtype="fp32").devices()[1] == torch.float32  # full training: fp32
+    assert _config(data, device="cpu").devices() == (torch.device("cpu"), torch.float32)
+    assert _config(data, device="cpu", dtype="bf16").devices()[1] == torch.bfloat16
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="no CUDA GPU is available here"):
+            _config(data, device="cuda").devices()

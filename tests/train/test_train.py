@@ -70,7 +70,8 @@ def test_vae_draws_continuous_scenes_in_their_proportion_from_any_phase():
     from fpk.synthetic import world
     from fpk.train.vae import VaeTask
 
-    vae = SimpleNamespace(encoder=torch.nn.Linear(1, 1), quant_conv=torch.nn.Linear(1, 1))
+    vae = SimpleNamespace(encoder=torch.nn.Linear(1, 1), quant_conv=torch.nn.Linear(1, 1),
+                          to=lambda device: None)  # fmt: skip
     task = VaeTask(SimpleNamespace(vae=vae), TrainConfig(component="vae", continuous=300))
     drawn = [task.scene(1) for _ in range(400)]
     moving = [(s, f) for s, f in drawn if s.goal in world.MOTIONS]
@@ -91,7 +92,8 @@ def test_motion_loss_sees_a_stutter_and_not_a_steady_error():
     from fpk.synthetic import world
     from fpk.train.vae import VaeTask
 
-    vae = SimpleNamespace(encoder=torch.nn.Linear(1, 1), quant_conv=torch.nn.Linear(1, 1))
+    vae = SimpleNamespace(encoder=torch.nn.Linear(1, 1), quant_conv=torch.nn.Linear(1, 1),
+                          to=lambda device: None)  # fmt: skip
 
     def task(weight):
         return VaeTask(SimpleNamespace(vae=vae), TrainConfig(component="vae", motion_loss=weight))
