@@ -65,7 +65,15 @@ class SectionTask:
         captions.add(self.sample_start()[1])
         with on_device(self.rt.device, comps.text_encoder, comps.text_encoder_2):
             for text in sorted(captions):
-                self.rt.prompt(text)
+                self.prompt(text)
+
+    def prompt(self, text: str):
+        """The runtime's embeddings of `text`; one not encoded yet (a probe's) is encoded with
+        the text encoders on the task's device meanwhile."""
+        if text in self.rt.prompt_cache:
+            return self.rt.prompt_cache[text]
+        with on_device(self.rt.device, self.comps.text_encoder, self.comps.text_encoder_2):
+            return self.rt.prompt(text)
 
     def encode_videos(self) -> list[dict]:
         """The videos sections are drawn from: world scenes 0 .. --scenes - 1, then
@@ -187,7 +195,7 @@ class SectionTask:
     def flow(self, model, items, xt: torch.Tensor, sigma: torch.Tensor, prompts: list[str]):
         """The model's predicted flow for `sample_one` items at noisy latents `xt`, `sigma`."""
         inputs = section_inputs(
-            [self.rt.prompt(t) for t in prompts],
+            [self.prompt(t) for t in prompts],
             torch.cat([v["image_embeds"].to(self.rt.device) for v, *_ in items]),
             torch.stack([pos for _, _, pos, _ in items]),
             [ctx for _, ctx, _, _ in items],
