@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--lora-layers", default="all", help="fpk train --lora-layers.")
     parser.add_argument("--scenes", type=int, default=10, help="Held-out starts to score.")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=2)
@@ -77,6 +78,7 @@ def main() -> None:
     report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
                f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
                + (f" --sampler {args.train_sampler}" if args.train_sampler else "")
+               + (f" --lora-layers {args.lora_layers}" if args.lora_layers != "all" else "")
                + (f" --reg-data {args.out / 'reg'} --reg-share {args.reg_share}"
                   if args.reg else ""),
                "train_seconds": train_s, "train_clips": TRAIN_CLIPS,
@@ -120,6 +122,8 @@ def train(args, data: Path) -> tuple[Path, float | None]:
            "--quiet"]  # fmt: skip
     if args.train_sampler:
         cmd += ["--sampler", args.train_sampler]
+    if args.lora_layers != "all":
+        cmd += ["--lora-layers", args.lora_layers]
     if args.reg:
         cmd += ["--reg-data", str(args.out / "reg"), "--reg-share", str(args.reg_share)]
     if (folder / "checkpoint.safetensors").is_file():

@@ -739,6 +739,14 @@ DataOpt = Annotated[
     ),
 ]
 RankOpt = Annotated[int, typer.Option("--rank", help="LoRA: the adapters' rank.")]
+LoraLayersOpt = Annotated[
+    str,
+    typer.Option(
+        "--lora-layers",
+        help="LoRA: the blocks' layers adapted: all (every Linear) or attention (the "
+        "attention projections only, not the MLPs).",
+    ),
+]
 RegDataOpt = Annotated[
     Path | None,
     typer.Option(
@@ -802,6 +810,7 @@ def train(
     lora: LoraTrainOpt = False,
     data: DataOpt = None,
     rank: RankOpt = 16,
+    lora_layers: LoraLayersOpt = "all",
     reg_data: RegDataOpt = None,
     reg_share: RegShareOpt = 0.25,
     sampler: TrainSamplerOpt = None,
@@ -829,7 +838,8 @@ def train(
         threads=threads, decoder_only=decoder_only, inflate=inflate, motion_loss=motion_loss,
         first_share=first_share,
         continuous=continuous, start_share=start_share, reverse_share=reverse_share, data=data,
-        rank=rank, component="lora" if lora else component, sampler=sampler,
+        rank=rank, lora_layers=lora_layers, component="lora" if lora else component,
+        sampler=sampler,
         reg_data=reg_data, reg_share=reg_share, device=device, dtype=dtype,
         checkpointing=gradient_checkpointing,
     )  # fmt: skip

@@ -11,6 +11,7 @@ from fpk.errors import UsageError
 from fpk.model.devices import dtype_name
 
 TRAINABLE = ("vae", "transformer", "lora")
+LORA_LAYERS = ("all", "attention")  # --lora-layers (fpk.train.lora.TARGETS)
 LORA_FILE = "pytorch_lora_weights.safetensors"  # what a LoRA run exports (fpk.train.lora)
 
 
@@ -39,6 +40,7 @@ class TrainConfig:
     reverse_share: float = 0.0  # transformer: share of samples laid out as `extend --reverse`
     data: Path | None = None  # lora: the folder of captioned clips
     rank: int = 16  # lora: the adapters' rank (alpha = rank)
+    lora_layers: str = "all"  # lora: the layers adapted (fpk.train.lora.TARGETS)
     reg_data: Path | None = None  # lora: clips of what the base model already does (priors)
     reg_share: float = 0.25  # lora: share of samples drawn from --reg-data
     sampler: str | None = None  # sections of this order only, "ORDER[:PADDING]" (default: the mix)
@@ -59,6 +61,12 @@ class TrainConfig:
             raise UsageError("--lora trains on --data FOLDER (and --data only with --lora)")
         if self.reg_data is not None and self.component != "lora":
             raise UsageError("--reg-data applies to --lora (clips the LoRA must not change)")
+        if self.lora_layers != "all" and self.component != "lora":
+            raise UsageError("--lora-layers applies to --lora")
+        if self.lora_layers not in LORA_LAYERS:
+            raise UsageError(
+                f"--lora-layers '{self.lora_layers}' (valid: {', '.join(LORA_LAYERS)})"
+            )
         if not 1 <= self.rank <= 1024:
             raise UsageError(f"--rank {self.rank}: give a rank between 1 and 1024")
         shares = {"--first-share": self.first_share, "--start-share": self.start_share,

@@ -5,7 +5,8 @@ context and the sampling-order mix inference uses), over the folder's clips inst
 world's scenes (fpk.train.data: captions, aspect-ratio buckets, each clip's own number of
 sections). A batch is drawn from one bucket, so its latents share a shape. PEFT adds rank-R
 adapters (alpha = R, so scale 1) to every Linear layer of the double- and single-stream
-blocks, the layers HunyuanVideo LoRAs adapt; the base weights stay frozen and are neither
+blocks, the layers HunyuanVideo LoRAs adapt (or to their attention projections only:
+`--lora-layers attention`, TARGETS); the base weights stay frozen and are neither
 averaged nor checkpointed. The EMA of the adapters is exported in diffusers/PEFT format
 (`pytorch_lora_weights.safetensors`, keys `transformer.MODULE.lora_A.weight`), which
 `fpk generate --lora` and other HunyuanVideo tools load.
@@ -27,11 +28,17 @@ from fpk.train.config import LORA_FILE, TrainConfig
 from fpk.train.sections import SectionTask
 
 ADAPTER = "default"
-TARGETS = (  # the blocks' Linear layers (not the embedders, the token refiner or proj_out)
-    r"(single_)?transformer_blocks\.\d+\.(.*\.)?"
-    r"(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out|proj_mlp|proj_out"
-    r"|net\.0\.proj|net\.2)"
-)
+BLOCKS = r"(single_)?transformer_blocks\.\d+\.(.*\.)?"
+ATTENTION = r"to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out"
+#: `--lora-layers`: the blocks' Linear layers a LoRA adapts (never the embedders, the token
+#: refiner or the final projection). "all": every one, as HunyuanVideo LoRAs do; "attention":
+#: the attention projections of both streams only (not the MLPs, nor the single blocks'
+#: proj_mlp / proj_out, which mix in the MLP), as motion LoRAs often do: attention moves
+#: things between frames, the MLPs hold much of what they look like.
+TARGETS = {
+    "all": rf"{BLOCKS}({ATTENTION}|proj_mlp|proj_out|net\.0\.proj|net\.2)",
+    "attention": rf"{BLOCKS}({ATTENTION})",
+}
 
 
 class LoraTask(SectionTask):
@@ -43,7 +50,10 @@ class LoraTask(SectionTask):
         model = comps.transformer
         model.requires_grad_(False)
         self.lora_config = LoraConfig(
-            r=cfg.rank, lora_alpha=cfg.rank, target_modules=TARGETS, init_lora_weights=True
+            r=cfg.rank,
+            lora_alpha=cfg.rank,
+            target_modules=TARGETS[cfg.lora_layers],
+            init_lora_weights=True,
         )
         model.add_adapter(self.lora_config, adapter_name=ADAPTER)
         for p in model.parameters():  # adapters (and their AdamW moments) in fp32 at any dtype

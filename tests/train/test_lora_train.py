@@ -260,3 +260,24 @@ def test_devices_and_dtypes_are_checked(data):
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="no CUDA GPU is available here"):
             _config(data, device="cuda").devices()
+
+
+def test_lora_layers_attention_adapts_the_attention_projections_only(small_preset, base, data):
+    from fpk.model.loading import load_components
+    from fpk.train.lora import LoraTask
+
+    def adapted(layers: str) -> set[str]:
+        task = LoraTask(small_preset, load_components(small_preset, base),
+                        _config(data, lora_layers=layers))  # fmt: skip
+        names = {n.split(".lora_")[0] for n, p in task.model.named_parameters() if p.requires_grad}
+        return {n.split(".", 2)[-1] for n in names}  # e.g. "attn.to_q" of every block
+
+    everything, attention = adapted("all"), adapted("attention")
+    projections = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj",
+                   "to_add_out")  # fmt: skip
+    assert attention == {f"attn.{n}" for n in projections}
+    assert {"ff.net.0.proj", "ff_context.net.2", "proj_mlp", "proj_out"} <= everything - attention
+    with pytest.raises(UsageError, match="--lora-layers 'mlp'"):
+        _config(data, lora_layers="mlp")
+    with pytest.raises(UsageError, match="--lora-layers applies to --lora"):
+        TrainConfig(lora_layers="attention")
