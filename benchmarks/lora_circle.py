@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--starts", choices=("held-out", "train"), default="held-out",
                         help="Score held-out starts, or the training clips' own (does the "
                         "LoRA reproduce what it was trained on?).")  # fmt: skip
+    parser.add_argument("--lora", type=Path, default=None,
+                        help="Score this LoRA file (an earlier export, another run's) instead "
+                        "of training one.")  # fmt: skip
     args = parser.parse_args()
     from fpk.train.data import write_world_clips
 
@@ -73,9 +76,9 @@ def main() -> None:
         from fpk.synthetic import world
 
         write_world_clips(args.out / "reg", [world.scene(i) for i in range(args.reg)], 4.0)
-    lora, train_s = train(args, data)
+    lora, train_s = (args.lora, None) if args.lora else train(args, data)
     report = evaluate(args, lora)
-    report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
+    report |= {"lora": str(lora), "train_command": f"fpk train --lora --data {data} --steps {args.steps} "
                f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
                + (f" --sampler {args.train_sampler}" if args.train_sampler else "")
                + (f" --lora-layers {args.lora_layers}" if args.lora_layers != "all" else "")
