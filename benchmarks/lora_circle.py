@@ -78,7 +78,8 @@ def main() -> None:
         write_world_clips(args.out / "reg", [world.scene(i) for i in range(args.reg)], 4.0)
     lora, train_s = (args.lora, None) if args.lora else train(args, data)
     report = evaluate(args, lora)
-    report |= {"lora": str(lora), "train_command": f"fpk train --lora --data {data} --steps {args.steps} "
+    report["lora"] = str(lora)
+    report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
                f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
                + (f" --sampler {args.train_sampler}" if args.train_sampler else "")
                + (f" --lora-layers {args.lora_layers}" if args.lora_layers != "all" else "")
