@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lora-layers", default="all", help="fpk train --lora-layers.")
+    parser.add_argument("--first-share", type=float, default=0.25,
+                        help="fpk train --first-share: share of first sections.")  # fmt: skip
     parser.add_argument("--scenes", type=int, default=10, help="Held-out starts to score.")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=2)
@@ -81,6 +83,7 @@ def main() -> None:
     report["lora"] = str(lora)
     report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
                f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
+               f" --first-share {args.first_share}"
                + (f" --sampler {args.train_sampler}" if args.train_sampler else "")
                + (f" --lora-layers {args.lora_layers}" if args.lora_layers != "all" else "")
                + (f" --reg-data {args.out / 'reg'} --reg-share {args.reg_share}"
@@ -121,7 +124,7 @@ def train(args, data: Path) -> tuple[Path, float | None]:
         return lora, None
     cmd = [*FPK, "train", "--lora", "--data", str(data), "--steps", str(args.steps),
            "--batch", str(args.batch), "--lr", str(args.lr), "--rank", str(args.rank),
-           "--first-share", "0.25", "--checkpoint-every", "100", "--sample-every",
+           "--first-share", str(args.first_share), "--checkpoint-every", "100", "--sample-every",
            str(args.steps), "--threads", str(args.threads), "--run", str(run),
            "--quiet"]  # fmt: skip
     if args.train_sampler:
