@@ -10,7 +10,9 @@
    position error of the object's centre, turns made around the circle's centre (truth: 0.75 a
    second), "follows": mean position error under 4 px with the object solid in most frames, and
    "circles": within half a turn of the truth's turns with the object solid in most frames
-   (the motion, whatever its phase).
+   (the motion, whatever its phase); each video's phase lag (the median over its frames of
+   how many frames the object's angle around the circle's centre runs behind the truth's)
+   and "circles in phase": circles with a lag of at most one frame.
 
     .venv/bin/python benchmarks/lora_circle.py --out /tmp/lora-circle --steps 800
 
@@ -183,10 +185,13 @@ def evaluate(args, lora: Path) -> dict:
         out[kind] = {
             "follows": sum(r["follows"] for r in rows),
             "circles": sum(r["circles"] for r in rows),
+            "circles_in_phase": sum(r["circles"] and abs(r["lag_frames"]) <= 1 for r in rows),
             "mean_position_error_px": round(float(np.mean([r["position_error"] for r in rows])), 2),
             "mean_turns": round(float(np.mean([r["turns"] for r in rows])), 2),
             "solid_share": round(float(np.mean([r["solid"] for r in rows])), 3),
-        }
+            "median_abs_lag_frames": round(float(np.median([abs(r["lag_frames"])
+                                                            for r in rows])), 1),
+        }  # fmt: skip
     out["videos"] = videos
     return out
 
@@ -203,19 +208,30 @@ def score(path: Path, scene) -> dict:
     solid = float(np.mean([s.solid for s in scores]))
     cx = scene.start[0] + world.RADIUS + world.OBJECT / 2
     cy = scene.start[1] + world.OBJECT / 2
-    angles = []
-    for f in frames:
+    angles, truth = [], []
+    for i, f in enumerate(frames):
         mask = metrics.object_pixels(f, world.COLOURS[scene.colour])
         if mask.sum():
             ys, xs = np.nonzero(mask)
             angles.append(np.arctan2(-(ys.mean() + 0.5 - cy), xs.mean() + 0.5 - cx))
+            tx, ty = scene.centre(i)
+            truth.append(np.arctan2(-(ty - cy), tx - cx))
     # clockwise on screen is a falling angle (y up); a turn is 2 pi
     turns = -float(np.sum(np.diff(np.unwrap(angles)))) / (2 * np.pi) if len(angles) > 1 else 0.0
+    # phase lag: how many frames the detected angle runs behind the truth's (median over the
+    # frames; the start, at the circle's leftmost point where the angle is +-pi, counted as
+    # in phase: 0 where the object goes round with the truth, growing where it stalls)
+    lag = float(world.PERIOD * len(frames))  # no object seen: as far behind as can be
+    if angles:
+        behind = (np.unwrap(angles) - np.unwrap(truth)) / (2 * np.pi) * world.PERIOD
+        behind -= round(behind[0] / world.PERIOD) * world.PERIOD
+        lag = float(np.median(behind))
     follows = err < metrics.AT_GOAL_PX and solid >= 0.5
     true_turns = (len(frames) - 1) / world.PERIOD
     circles = abs(turns - true_turns) <= 0.5 and solid >= 0.5  # the motion, in any phase
     return {"position_error": round(err, 2), "turns": round(turns, 2), "solid": round(solid, 3),
-            "follows": bool(follows), "circles": bool(circles)}  # fmt: skip
+            "lag_frames": round(lag, 1), "follows": bool(follows),
+            "circles": bool(circles)}  # fmt: skip
 
 
 if __name__ == "__main__":
