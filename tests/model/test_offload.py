@@ -219,7 +219,10 @@ def test_attention_backends_name_the_valid_ones_and_the_package_to_install():
 def test_another_attention_backend_gives_the_same_output():
     _, want = _generate(o.DeviceOptions())
     _, got = _generate(o.DeviceOptions(attention="flex"))
-    assert (got - want).abs().max() < 1e-4  # torch's flex attention: another kernel, same maths
+    # torch's flex attention: another kernel, same maths. Its CPU kernel rounds differently
+    # from one processor to another: the largest latent difference after 4 steps was under
+    # 1e-4 on one CI machine and 3e-4 on another (2026-12-06), against latents of about 1.
+    assert (got - want).abs().max() < 1e-3
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
     assert _AttentionBackendRegistry.get_active_backend()[0].value == "native"  # no leak
