@@ -82,7 +82,7 @@ def main() -> None:
         write_world_clips(args.out / "reg", [world.scene(i) for i in range(args.reg)], 4.0)
     lora, train_s = (args.lora, None) if args.lora else train(args, data)
     report = evaluate(args, lora)
-    report["lora"] = str(lora)
+    report["lora_file"] = str(lora)
     report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
                f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
                f" --first-share {args.first_share}"
