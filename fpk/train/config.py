@@ -80,12 +80,12 @@ class TrainConfig:
             self.order_padding()  # a bad name is a UsageError naming the valid ones
         if self.continuous < 0:
             raise UsageError(f"--continuous {self.continuous}: give a scene count, 0 or more")
-        if self.dtype is not None and dtype_name(self.dtype) != "float32":
-            if self.component != "lora":
-                raise UsageError(
-                    f"--dtype {self.dtype} applies to --lora (frozen weights in {self.dtype}, "
-                    "adapters in fp32); full training keeps fp32 weights"
-                )
+        lower = self.dtype is not None and dtype_name(self.dtype) != "float32"  # checks the name
+        if lower and self.component != "lora":
+            raise UsageError(
+                f"--dtype {self.dtype} applies to --lora (frozen weights in {self.dtype}, "
+                "adapters in fp32); full training keeps fp32 weights"
+            )
 
     def devices(self):
         """(torch device, dtype of the frozen weights): `--device` (default: cuda where there

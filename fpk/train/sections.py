@@ -65,7 +65,7 @@ class SectionTask:
         captions.add(self.sample_start()[1])
         with on_device(self.rt.device, comps.text_encoder, comps.text_encoder_2):
             for text in sorted(captions):
-                self.prompt(text)
+                self.rt.prompt(text)
 
     def prompt(self, text: str):
         """The runtime's embeddings of `text`; one not encoded yet (a probe's) is encoded with
@@ -186,9 +186,8 @@ class SectionTask:
         ctx = section_context(step, self.model_schedule, grid, known, shift, timeline[0])
         target = torch.stack([timeline[p] for p in step.target], dim=1)
         frame = world.render_frame(video["scene"], world_frame(head))
-        encoder = self.comps.image_encoder  # where encoding left it (on_device: the CPU)
+        encoder = self.comps.image_encoder  # where encoding left it; `flow` moves the result
         embeds = cond.image_embeds(self.comps, frame, encoder.device, self.rt.dtype)
-        embeds = embeds.to(self.rt.device)
         return ({**video, "image_embeds": embeds}, ctx,
                 torch.tensor(list(step.target)) + shift, target)  # fmt: skip
 
