@@ -692,6 +692,15 @@ FirstShareOpt = Annotated[
         "of the video from the start image alone: the goal is only in the prompt).",
     ),
 ]
+ContextNoiseOpt = Annotated[
+    float,
+    typer.Option(
+        "--context-noise",
+        help="Transformer or LoRA: noise the history frames a section sees (those inference "
+        "generates, not the start image) at a level drawn from 0 to this, so the model does "
+        "not take its own slightly wrong frames for the truth (0: clean history).",
+    ),
+]
 MotionLossOpt = Annotated[
     float,
     typer.Option(
@@ -807,6 +816,7 @@ def train(
     continuous: ContinuousOpt = 0,
     start_share: StartShareOpt = 0.0,
     reverse_share: ReverseShareOpt = 0.0,
+    context_noise: ContextNoiseOpt = 0.0,
     lora: LoraTrainOpt = False,
     data: DataOpt = None,
     rank: RankOpt = 16,
@@ -837,7 +847,8 @@ def train(
         checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed,
         threads=threads, decoder_only=decoder_only, inflate=inflate, motion_loss=motion_loss,
         first_share=first_share,
-        continuous=continuous, start_share=start_share, reverse_share=reverse_share, data=data,
+        continuous=continuous, start_share=start_share, reverse_share=reverse_share,
+        context_noise=context_noise, data=data,
         rank=rank, lora_layers=lora_layers, component="lora" if lora else component,
         sampler=sampler,
         reg_data=reg_data, reg_share=reg_share, device=device, dtype=dtype,

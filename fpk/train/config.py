@@ -38,6 +38,7 @@ class TrainConfig:
     continuous: int = 0  # continuous-motion scenes (seeds 0..N-1) beside --scenes (or the VAE's)
     start_share: float = 0.0  # transformer: share of steps on text-to-video start frames
     reverse_share: float = 0.0  # transformer: share of samples laid out as `extend --reverse`
+    context_noise: float = 0.0  # transformer/lora: noise on the generated history's latents
     data: Path | None = None  # lora: the folder of captioned clips
     rank: int = 16  # lora: the adapters' rank (alpha = rank)
     lora_layers: str = "all"  # lora: the layers adapted (fpk.train.lora.TARGETS)
@@ -76,6 +77,10 @@ class TrainConfig:
                 raise UsageError(f"{flag} {share}: give a share between 0 and 1")
         if self.first_share + self.reverse_share > 1:
             raise UsageError("--first-share and --reverse-share add up to more than 1")
+        if not 0 <= self.context_noise <= 1:
+            raise UsageError(f"--context-noise {self.context_noise}: give a level between 0 and 1")
+        if self.context_noise and self.component == "vae":
+            raise UsageError("--context-noise applies to the transformer and --lora")
         if self.sampler is not None:
             self.order_padding()  # a bad name is a UsageError naming the valid ones
         if self.continuous < 0:

@@ -103,12 +103,25 @@ class SectionTask:
         plan = plan_sections(order, sections, self.window, padding)
         step = plan[0 if first else self.rng.randrange(sections)]
         lat = video["latents"]
-        known = {p: lat[:, p] for p in known_frames(plan, step.order)}
+        known = self.history(lat, known_frames(plan, step.order))
         shift = model_shift(step, self.model_schedule, padding)
         grid = video.get("grid", self.grid)
         ctx = section_context(step, self.model_schedule, grid, known, shift, lat[:, 0])
         target = lat[:, step.target.start : step.target.stop]
         return video, ctx, torch.tensor(list(step.target)) + shift, target
+
+    def history(self, lat: torch.Tensor, positions) -> dict[int, torch.Tensor]:
+        """The known latent frames a section sees, by position. With `--context-noise S`,
+        those inference generates (every one but the start frame, position 0) get Gaussian
+        noise at one level drawn from [0, S) per section, so the model learns to read a
+        history that is not exactly the truth, as its own output never is; the start frame
+        (the user's image) stays clean, as at inference."""
+        level = self.rng.random() * self.cfg.context_noise if self.cfg.context_noise else 0.0
+        out = {}
+        for p in positions:
+            x = lat[:, p]
+            out[p] = x + level * torch.randn_like(x) if level and p else x
+        return out
 
     @property
     def model_schedule(self):

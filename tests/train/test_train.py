@@ -376,3 +376,47 @@ def test_training_mixes_every_kind_of_sample(small_preset, tmp_path):
     train(small_preset, tmp_path / "w", tmp_path / "run", cfg)
     losses = _losses(tmp_path / "run", "transformer")
     assert len(losses) == 4 and all(0 < x < 10 for x in losses)
+
+
+def test_context_noise_noises_the_generated_history_only(small_preset, tmp_path):
+    """`--context-noise S`: the history frames a vanilla section sees differ from the truth
+    (at one level below S per section), the start frame (anchor and position 0) and the
+    target do not; without it, the history is the truth."""
+    import dataclasses
+
+    import torch
+
+    from fpk.model.context import model_shift, section_context
+    from fpk.model.tiny import ensure_components
+    from fpk.sampling.orders import known_frames, plan_sections
+    from fpk.synthetic import world
+    from fpk.train.sections import SectionTask, load
+
+    ensure_components(small_preset, tmp_path / "w", world.vocabulary())
+    comps = load(small_preset, tmp_path / "w")
+    cfg = TrainConfig(scenes=1, sampler="vanilla", context_noise=0.5)
+    noisy = SectionTask(small_preset, comps, cfg)
+    video = noisy.videos[0]
+    lat = video["latents"]
+    known = noisy.history(lat, [0, 1, 2, 3])
+    assert torch.equal(known[0], lat[:, 0])
+    diffs = [(known[p] - lat[:, p]).std().item() for p in (1, 2, 3)]
+    assert all(0 < d < 0.55 for d in diffs) and max(diffs) - min(diffs) < 0.1, diffs
+    clean = SectionTask(small_preset, comps, dataclasses.replace(cfg, context_noise=0.0))
+    assert all(torch.equal(v, lat[:, p]) for p, v in clean.history(lat, [0, 1, 2]).items())
+    plan = plan_sections("vanilla", 4, noisy.window)
+    for _ in range(8):
+        _, ctx, positions, target = noisy.sample_one(sections=4, video=video)
+        start = int(positions[0])
+        torch.testing.assert_close(target, lat[:, start : start + noisy.window])
+        assert torch.equal(ctx[-1].latents[:, 0], lat[:, 0])  # the anchor: the start frame
+        step = next(s for s in plan if s.target.start == start)
+        truth = {p: lat[:, p] for p in known_frames(plan, step.order)}
+        shift = model_shift(step, noisy.model_schedule, "released")
+        want = section_context(step, noisy.model_schedule, noisy.grid, truth, shift, lat[:, 0])
+        same = [torch.equal(a.latents, b.latents) for a, b in zip(ctx, want, strict=True)]
+        assert same[-1] and (all(same) == (step.order == 0)), (step.order, same)
+    with pytest.raises(UsageError, match="--context-noise 2"):
+        TrainConfig(context_noise=2.0)
+    with pytest.raises(UsageError, match="--context-noise applies"):
+        TrainConfig(component="vae", context_noise=0.1)
