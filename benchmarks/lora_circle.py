@@ -85,14 +85,15 @@ def main() -> None:
     lora, train_s = (args.lora, None) if args.lora else train(args, data)
     report = evaluate(args, lora)
     report["lora_file"] = str(lora)
-    report |= {"train_command": f"fpk train --lora --data {data} --steps {args.steps} "
-               f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
-               f" --first-share {args.first_share}"
-               + (f" --sampler {args.train_sampler}" if args.train_sampler else "")
-               + (f" --lora-layers {args.lora_layers}" if args.lora_layers != "all" else "")
-               + (f" --context-noise {args.context_noise}" if args.context_noise else "")
-               + (f" --reg-data {args.out / 'reg'} --reg-share {args.reg_share}"
-                  if args.reg else ""),
+    trained_here = (f"fpk train --lora --data {data} --steps {args.steps} "
+                    f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
+                    f" --first-share {args.first_share}"
+                    + (f" --sampler {args.train_sampler}" if args.train_sampler else "")
+                    + (f" --lora-layers {args.lora_layers}" if args.lora_layers != "all" else "")
+                    + (f" --context-noise {args.context_noise}" if args.context_noise else "")
+                    + (f" --reg-data {args.out / 'reg'} --reg-share {args.reg_share}"
+                       if args.reg else ""))  # fmt: skip
+    report |= {"train_command": None if args.lora else trained_here,  # --lora: trained elsewhere
                "train_seconds": train_s, "train_clips": TRAIN_CLIPS,
                "clips": args.clips, "reg_clips": args.reg}  # fmt: skip
     (args.out / f"report-{args.eval}.json").write_text(json.dumps(report, indent=1) + "\n")
