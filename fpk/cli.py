@@ -756,6 +756,14 @@ LoraLayersOpt = Annotated[
         "attention projections only, not the MLPs).",
     ),
 ]
+LoraDropoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--lora-dropout",
+        help="LoRA: dropout on the adapters' input while training (0: none), against "
+        "learning the clips' look along with their motion.",
+    ),
+]
 RegDataOpt = Annotated[
     Path | None,
     typer.Option(
@@ -821,6 +829,7 @@ def train(
     data: DataOpt = None,
     rank: RankOpt = 16,
     lora_layers: LoraLayersOpt = "all",
+    lora_dropout: LoraDropoutOpt = 0.0,
     reg_data: RegDataOpt = None,
     reg_share: RegShareOpt = 0.25,
     sampler: TrainSamplerOpt = None,
@@ -849,7 +858,8 @@ def train(
         first_share=first_share,
         continuous=continuous, start_share=start_share, reverse_share=reverse_share,
         context_noise=context_noise, data=data,
-        rank=rank, lora_layers=lora_layers, component="lora" if lora else component,
+        rank=rank, lora_layers=lora_layers, lora_dropout=lora_dropout,
+        component="lora" if lora else component,
         sampler=sampler,
         reg_data=reg_data, reg_share=reg_share, device=device, dtype=dtype,
         checkpointing=gradient_checkpointing,

@@ -53,6 +53,7 @@ class LoraTask(SectionTask):
             r=cfg.rank,
             lora_alpha=cfg.rank,
             target_modules=TARGETS[cfg.lora_layers],
+            lora_dropout=cfg.lora_dropout,
             init_lora_weights=True,
         )
         model.add_adapter(self.lora_config, adapter_name=ADAPTER)

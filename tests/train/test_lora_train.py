@@ -281,3 +281,30 @@ def test_lora_layers_attention_adapts_the_attention_projections_only(small_prese
         _config(data, lora_layers="mlp")
     with pytest.raises(UsageError, match="--lora-layers applies to --lora"):
         TrainConfig(lora_layers="attention")
+
+
+def test_lora_dropout_drops_the_adapters_input_while_training_only(small_preset, base, data):
+    """`--lora-dropout P`: peft's dropout before every adapter; the adapted model is random
+    in train mode and deterministic in eval mode (what export and `--lora` see)."""
+    from fpk.model.loading import load_components
+    from fpk.train.lora import LoraTask
+
+    task = LoraTask(small_preset, load_components(small_preset, base),
+                    _config(data, lora_dropout=0.5))  # fmt: skip
+    model = task.model
+    drops = [m.lora_dropout["default"] for m in model.modules() if hasattr(m, "lora_dropout")]
+    assert drops and all(isinstance(d, torch.nn.Dropout) and d.p == 0.5 for d in drops)
+    with torch.no_grad():
+        for p in model.parameters():  # lora_B starts at zero: give the adapters an effect
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    layer = next(m for m in model.modules() if hasattr(m, "lora_dropout"))
+    x = torch.randn(2, layer.in_features)
+    layer.train()
+    assert not torch.equal(layer(x), layer(x))
+    layer.eval()
+    assert torch.equal(layer(x), layer(x))
+    with pytest.raises(UsageError, match="--lora-dropout 1.0"):
+        _config(data, lora_dropout=1.0)
+    with pytest.raises(UsageError, match="--lora-dropout applies to --lora"):
+        TrainConfig(lora_dropout=0.1)
