@@ -64,6 +64,8 @@ def main() -> None:
                         "(the base model's own training scenes, seeds 0..N-1) as --reg-data."
                         )  # fmt: skip
     parser.add_argument("--reg-share", type=float, default=0.25)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="fpk train --seed (default: its own).")  # fmt: skip
     parser.add_argument("--lora-dropout", type=float, default=0.0,
                         help="fpk train --lora-dropout.")  # fmt: skip
     parser.add_argument("--context-noise", type=float, default=0.0,
@@ -94,6 +96,7 @@ def main() -> None:
                     + (f" --lora-layers {args.lora_layers}" if args.lora_layers != "all" else "")
                     + (f" --context-noise {args.context_noise}" if args.context_noise else "")
                     + (f" --lora-dropout {args.lora_dropout}" if args.lora_dropout else "")
+                    + (f" --seed {args.seed}" if args.seed is not None else "")
                     + (f" --reg-data {args.out / 'reg'} --reg-share {args.reg_share}"
                        if args.reg else ""))  # fmt: skip
     report |= {"train_command": None if args.lora else trained_here,  # --lora: trained elsewhere
@@ -144,6 +147,8 @@ def train(args, data: Path) -> tuple[Path, float | None]:
         cmd += ["--context-noise", str(args.context_noise)]
     if args.lora_dropout:
         cmd += ["--lora-dropout", str(args.lora_dropout)]
+    if args.seed is not None:
+        cmd += ["--seed", str(args.seed)]
     if args.reg:
         cmd += ["--reg-data", str(args.out / "reg"), "--reg-share", str(args.reg_share)]
     if (folder / "checkpoint.safetensors").is_file():
