@@ -8,6 +8,7 @@ adds to it is the floor of any generated video's.
 
     .venv/bin/python benchmarks/vae_oracle.py --scenes 20 --seconds 5
     .venv/bin/python benchmarks/vae_oracle.py --scenes 20 --seconds 5 --continuous
+    .venv/bin/python benchmarks/vae_oracle.py --scenes 20 --seconds 4 --circling
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> None:
     p.add_argument("--weights", type=Path, default=None)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--continuous", action="store_true", help="continuous-motion scenes")
+    p.add_argument("--circling", action="store_true", help="lora_circle.py's circling scenes")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -44,7 +46,8 @@ def main() -> None:
     latent_frames = (frames - 1 + 3) // 4 + 1
     rows = []
     for i in range(args.scenes):
-        s = (world.continuous_scene if args.continuous else world.scene)(world.HELD_OUT + i)
+        kind = world.circling_scene if args.circling else world.scene
+        s = (world.continuous_scene if args.continuous else kind)(world.HELD_OUT + i)
         truth = world.render(s, 1 + 4 * (latent_frames - 1))
         lat = cond.encode_latents(vae, cond.to_tensor(truth))
 
