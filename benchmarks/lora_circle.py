@@ -89,16 +89,7 @@ def main() -> None:
     lora, train_s = (args.lora, None) if args.lora else train(args, data)
     report = evaluate(args, lora)
     report["lora_file"] = str(lora)
-    trained_here = (f"fpk train --lora --data {data} --steps {args.steps} "
-                    f"--batch {args.batch} --lr {args.lr} --rank {args.rank}"
-                    f" --first-share {args.first_share}"
-                    + (f" --sampler {args.train_sampler}" if args.train_sampler else "")
-                    + (f" --lora-layers {args.lora_layers}" if args.lora_layers != "all" else "")
-                    + (f" --context-noise {args.context_noise}" if args.context_noise else "")
-                    + (f" --lora-dropout {args.lora_dropout}" if args.lora_dropout else "")
-                    + (f" --seed {args.seed}" if args.seed is not None else "")
-                    + (f" --reg-data {args.out / 'reg'} --reg-share {args.reg_share}"
-                       if args.reg else ""))  # fmt: skip
+    trained_here = " ".join(["fpk train", *train_flags(args, data)])
     report |= {"train_command": None if args.lora else trained_here,  # --lora: trained elsewhere
                "train_seconds": train_s, "train_clips": TRAIN_CLIPS,
                "clips": args.clips, "reg_clips": args.reg}  # fmt: skip
@@ -128,29 +119,35 @@ def training_scenes(kind: str) -> list:
             for k in range(TRAIN_CLIPS)]  # fmt: skip
 
 
+def train_flags(args, data: Path) -> list[str]:
+    """The `fpk train` flags that define the LoRA (what the report records as its command)."""
+    flags = ["--lora", "--data", str(data), "--steps", str(args.steps), "--batch",
+             str(args.batch), "--lr", str(args.lr), "--rank", str(args.rank),
+             "--first-share", str(args.first_share)]  # fmt: skip
+    if args.train_sampler:
+        flags += ["--sampler", args.train_sampler]
+    if args.lora_layers != "all":
+        flags += ["--lora-layers", args.lora_layers]
+    if args.context_noise:
+        flags += ["--context-noise", str(args.context_noise)]
+    if args.lora_dropout:
+        flags += ["--lora-dropout", str(args.lora_dropout)]
+    if args.seed is not None:
+        flags += ["--seed", str(args.seed)]
+    if args.reg:
+        flags += ["--reg-data", str(args.out / "reg"), "--reg-share", str(args.reg_share)]
+    return flags
+
+
 def train(args, data: Path) -> tuple[Path, float | None]:
     run = args.out / "run"
     folder = run / "tiny" / "lora"
     lora = folder / "pytorch_lora_weights.safetensors"
     if _finished_step(folder) == args.steps and lora.is_file():
         return lora, None
-    cmd = [*FPK, "train", "--lora", "--data", str(data), "--steps", str(args.steps),
-           "--batch", str(args.batch), "--lr", str(args.lr), "--rank", str(args.rank),
-           "--first-share", str(args.first_share), "--checkpoint-every", "100", "--sample-every",
-           str(args.steps), "--threads", str(args.threads), "--run", str(run),
+    cmd = [*FPK, "train", *train_flags(args, data), "--checkpoint-every", "100",
+           "--sample-every", str(args.steps), "--threads", str(args.threads), "--run", str(run),
            "--quiet"]  # fmt: skip
-    if args.train_sampler:
-        cmd += ["--sampler", args.train_sampler]
-    if args.lora_layers != "all":
-        cmd += ["--lora-layers", args.lora_layers]
-    if args.context_noise:
-        cmd += ["--context-noise", str(args.context_noise)]
-    if args.lora_dropout:
-        cmd += ["--lora-dropout", str(args.lora_dropout)]
-    if args.seed is not None:
-        cmd += ["--seed", str(args.seed)]
-    if args.reg:
-        cmd += ["--reg-data", str(args.out / "reg"), "--reg-share", str(args.reg_share)]
     if (folder / "checkpoint.safetensors").is_file():
         cmd.append("--resume")
     t0 = time.perf_counter()

@@ -44,10 +44,11 @@ def main() -> None:
     vae.use_framewise_encoding = False
     frames = int(args.seconds * world.FPS)
     latent_frames = (frames - 1 + 3) // 4 + 1
+    kind = (world.continuous_scene if args.continuous
+            else world.circling_scene if args.circling else world.scene)  # fmt: skip
     rows = []
     for i in range(args.scenes):
-        kind = world.circling_scene if args.circling else world.scene
-        s = (world.continuous_scene if args.continuous else kind)(world.HELD_OUT + i)
+        s = kind(world.HELD_OUT + i)
         truth = world.render(s, 1 + 4 * (latent_frames - 1))
         lat = cond.encode_latents(vae, cond.to_tensor(truth))
 
