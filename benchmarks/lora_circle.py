@@ -70,6 +70,9 @@ def main() -> None:
                         help="fpk train --lora-dropout.")  # fmt: skip
     parser.add_argument("--context-noise", type=float, default=0.0,
                         help="fpk train --context-noise: noise on the history frames.")  # fmt: skip
+    parser.add_argument("--caption-dropout", type=float, default=0.0,
+                        help="fpk train --caption-dropout: share of samples on the empty prompt."
+                        )  # fmt: skip
     parser.add_argument("--starts", choices=("held-out", "train"), default="held-out",
                         help="Score held-out starts, or the training clips' own (does the "
                         "LoRA reproduce what it was trained on?).")  # fmt: skip
@@ -132,6 +135,8 @@ def train_flags(args, data: Path) -> list[str]:
         flags += ["--context-noise", str(args.context_noise)]
     if args.lora_dropout:
         flags += ["--lora-dropout", str(args.lora_dropout)]
+    if args.caption_dropout:
+        flags += ["--caption-dropout", str(args.caption_dropout)]
     if args.seed is not None:
         flags += ["--seed", str(args.seed)]
     if args.reg:

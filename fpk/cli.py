@@ -764,6 +764,14 @@ LoraDropoutOpt = Annotated[
         "learning the clips' look along with their motion.",
     ),
 ]
+CaptionDropoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--caption-dropout",
+        help="Share of samples trained on the empty prompt instead of their caption (0: none), "
+        "so few clips' looks are not tied to their captions' words.",
+    ),
+]
 RegDataOpt = Annotated[
     Path | None,
     typer.Option(
@@ -825,6 +833,7 @@ def train(
     start_share: StartShareOpt = 0.0,
     reverse_share: ReverseShareOpt = 0.0,
     context_noise: ContextNoiseOpt = 0.0,
+    caption_dropout: CaptionDropoutOpt = 0.0,
     lora: LoraTrainOpt = False,
     data: DataOpt = None,
     rank: RankOpt = 16,
@@ -857,7 +866,7 @@ def train(
         threads=threads, decoder_only=decoder_only, inflate=inflate, motion_loss=motion_loss,
         first_share=first_share,
         continuous=continuous, start_share=start_share, reverse_share=reverse_share,
-        context_noise=context_noise, data=data,
+        context_noise=context_noise, caption_dropout=caption_dropout, data=data,
         rank=rank, lora_layers=lora_layers, lora_dropout=lora_dropout,
         component="lora" if lora else component,
         sampler=sampler,

@@ -39,6 +39,7 @@ class TrainConfig:
     start_share: float = 0.0  # transformer: share of steps on text-to-video start frames
     reverse_share: float = 0.0  # transformer: share of samples laid out as `extend --reverse`
     context_noise: float = 0.0  # transformer/lora: noise on the generated history's latents
+    caption_dropout: float = 0.0  # transformer/lora: share of samples trained on the empty prompt
     data: Path | None = None  # lora: the folder of captioned clips
     rank: int = 16  # lora: the adapters' rank (alpha = rank)
     lora_layers: str = "all"  # lora: the layers adapted (fpk.train.lora.TARGETS)
@@ -86,6 +87,12 @@ class TrainConfig:
             raise UsageError(f"--context-noise {self.context_noise}: give a level between 0 and 1")
         if self.context_noise and self.component == "vae":
             raise UsageError("--context-noise applies to the transformer and --lora")
+        if not 0 <= self.caption_dropout < 1:
+            raise UsageError(
+                f"--caption-dropout {self.caption_dropout}: give a share from 0 to below 1"
+            )
+        if self.caption_dropout and self.component == "vae":
+            raise UsageError("--caption-dropout applies to the transformer and --lora")
         if self.sampler is not None:
             self.order_padding()  # a bad name is a UsageError naming the valid ones
         if self.continuous < 0:

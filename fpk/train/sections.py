@@ -26,6 +26,7 @@ ORDERS_MIX = (  # (order, padding, weight): what the model is trained to serve
 MAX_SECTIONS = 6  # released padding: [3, 2, .., 2, 1, 0]; longer videos repeat these layouts
 STATIC_AFTER = 1 + 4 * 14  # pixel frames to encode; the world is static after ~1 s
 GUIDANCE = 10.0
+EMPTY_CAPTION = ""  # --caption-dropout's prompt (the one text-free generation encodes)
 
 
 def load(preset: Preset, folder: Path, dtype: torch.dtype = torch.float32):
@@ -63,6 +64,8 @@ class SectionTask:
         comps = self.comps
         captions = {v["prompt"] for v in self.videos + getattr(self, "reg_videos", [])}
         captions.add(self.sample_start()[1])
+        if self.cfg.caption_dropout:
+            captions.add(EMPTY_CAPTION)
         with on_device(self.rt.device, comps.text_encoder, comps.text_encoder_2):
             for text in sorted(captions):
                 self.rt.prompt(text)
@@ -138,7 +141,7 @@ class SectionTask:
         noise = torch.randn_like(x0)
         s = sigma.view(-1, 1, 1, 1, 1).to(x0.device)
         xt = (1 - s) * x0 + s * noise
-        pred = self.flow(model, items, xt, sigma, [v["prompt"] for v, *_ in items])
+        pred = self.flow(model, items, xt, sigma, [self.caption(v) for v, *_ in items])
         return torch.nn.functional.mse_loss(pred.float(), noise - x0)  # in fp32 at any dtype
 
     def batch_items(self) -> list:
@@ -158,6 +161,14 @@ class SectionTask:
             else:
                 items.append(self.sample_one())
         return items
+
+    def caption(self, video: dict) -> str:
+        """The prompt a sample of `video` trains with: its caption, or, on a share
+        `--caption-dropout` of the samples, the empty prompt, so that what the clips show is
+        learnt from the frames and the start image rather than tied to their captions' words
+        (a common guard where few clips each have their own caption)."""
+        p = self.cfg.caption_dropout
+        return EMPTY_CAPTION if p and self.rng.random() < p else video["prompt"]
 
     def sample_text_start(self, video=None):
         """Text-to-video's first section (fpk.run.pipeline.text_conditions): the start frame

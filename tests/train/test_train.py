@@ -420,3 +420,32 @@ def test_context_noise_noises_the_generated_history_only(small_preset, tmp_path)
         TrainConfig(context_noise=2.0)
     with pytest.raises(UsageError, match="--context-noise applies"):
         TrainConfig(component="vae", context_noise=0.1)
+
+
+def test_caption_dropout_trains_a_share_of_samples_on_the_empty_prompt(small_preset, tmp_path):
+    """`--caption-dropout P`: about a share P of the samples' prompts are the empty one (encoded
+    with the captions before training, so a step never needs the text encoders), the others
+    their own caption; without it, always the caption; the loss runs with a mixed batch."""
+    import dataclasses
+
+    from fpk.model.tiny import ensure_components
+    from fpk.synthetic import world
+    from fpk.train.sections import EMPTY_CAPTION, SectionTask, load
+
+    ensure_components(small_preset, tmp_path / "w", world.vocabulary())
+    comps = load(small_preset, tmp_path / "w")
+    cfg = TrainConfig(scenes=2, batch=4, caption_dropout=0.5)
+    task = SectionTask(small_preset, comps, cfg)
+    assert EMPTY_CAPTION in task.rt.prompt_cache
+    video = task.videos[0]
+    drawn = [task.caption(video) for _ in range(400)]
+    assert set(drawn) == {EMPTY_CAPTION, video["prompt"]}
+    assert 160 < drawn.count(EMPTY_CAPTION) < 240, drawn.count(EMPTY_CAPTION)
+    assert 0 < task.loss(task.model).item() < 10
+    clean = SectionTask(small_preset, comps, dataclasses.replace(cfg, caption_dropout=0.0))
+    assert EMPTY_CAPTION not in clean.rt.prompt_cache
+    assert {clean.caption(video) for _ in range(50)} == {video["prompt"]}
+    with pytest.raises(UsageError, match="--caption-dropout 1.0"):
+        TrainConfig(caption_dropout=1.0)
+    with pytest.raises(UsageError, match="--caption-dropout applies"):
+        TrainConfig(component="vae", caption_dropout=0.1)
