@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--caption-dropout", type=float, default=0.0,
                         help="fpk train --caption-dropout: share of samples on the empty prompt."
                         )  # fmt: skip
+    parser.add_argument("--shift-copies", type=int, default=0,
+                        help="fpk train --shift-copies: shifted copies of each clip.")  # fmt: skip
     parser.add_argument("--starts", choices=("held-out", "train"), default="held-out",
                         help="Score held-out starts, or the training clips' own (does the "
                         "LoRA reproduce what it was trained on?).")  # fmt: skip
@@ -135,6 +137,8 @@ def train_flags(args, data: Path) -> list[str]:
         flags += ["--context-noise", str(args.context_noise)]
     if args.lora_dropout:
         flags += ["--lora-dropout", str(args.lora_dropout)]
+    if args.shift_copies:
+        flags += ["--shift-copies", str(args.shift_copies)]
     if args.caption_dropout:
         flags += ["--caption-dropout", str(args.caption_dropout)]
     if args.seed is not None:

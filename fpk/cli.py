@@ -764,6 +764,14 @@ LoraDropoutOpt = Annotated[
         "learning the clips' look along with their motion.",
     ),
 ]
+ShiftCopiesOpt = Annotated[
+    int,
+    typer.Option(
+        "--shift-copies",
+        help="LoRA: also train on up to this many translated copies of each clip, shifted "
+        "where nothing that moves crosses the frame's edge (0: none).",
+    ),
+]
 CaptionDropoutOpt = Annotated[
     float,
     typer.Option(
@@ -839,6 +847,7 @@ def train(
     rank: RankOpt = 16,
     lora_layers: LoraLayersOpt = "all",
     lora_dropout: LoraDropoutOpt = 0.0,
+    shift_copies: ShiftCopiesOpt = 0,
     reg_data: RegDataOpt = None,
     reg_share: RegShareOpt = 0.25,
     sampler: TrainSamplerOpt = None,
@@ -867,7 +876,7 @@ def train(
         first_share=first_share,
         continuous=continuous, start_share=start_share, reverse_share=reverse_share,
         context_noise=context_noise, caption_dropout=caption_dropout, data=data,
-        rank=rank, lora_layers=lora_layers, lora_dropout=lora_dropout,
+        rank=rank, lora_layers=lora_layers, lora_dropout=lora_dropout, shift_copies=shift_copies,
         component="lora" if lora else component,
         sampler=sampler,
         reg_data=reg_data, reg_share=reg_share, device=device, dtype=dtype,

@@ -44,6 +44,7 @@ class TrainConfig:
     rank: int = 16  # lora: the adapters' rank (alpha = rank)
     lora_layers: str = "all"  # lora: the layers adapted (fpk.train.lora.TARGETS)
     lora_dropout: float = 0.0  # lora: peft's dropout on the adapters' input, while training
+    shift_copies: int = 0  # lora: translated copies of each clip (fpk.train.data.still_shifts)
     reg_data: Path | None = None  # lora: clips of what the base model already does (priors)
     reg_share: float = 0.25  # lora: share of samples drawn from --reg-data
     sampler: str | None = None  # sections of this order only, "ORDER[:PADDING]" (default: the mix)
@@ -74,6 +75,10 @@ class TrainConfig:
             raise UsageError("--lora-dropout applies to --lora")
         if not 0 <= self.lora_dropout < 1:
             raise UsageError(f"--lora-dropout {self.lora_dropout}: give a rate from 0 to below 1")
+        if self.shift_copies and self.component != "lora":
+            raise UsageError("--shift-copies applies to --lora")
+        if not 0 <= self.shift_copies <= 64:
+            raise UsageError(f"--shift-copies {self.shift_copies}: give a count from 0 to 64")
         if not 1 <= self.rank <= 1024:
             raise UsageError(f"--rank {self.rank}: give a rank between 1 and 1024")
         shares = {"--first-share": self.first_share, "--start-share": self.start_share,

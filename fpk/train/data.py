@@ -106,20 +106,17 @@ def _first(row, keys: tuple[str, ...]):
     return next((row[k] for k in keys if isinstance(row, dict) and k in row), None)
 
 
-@torch.no_grad()
-def encode_clip(comps, rt, clip: Clip, window: int, flag: str = "--data") -> dict:
-    """One clip as the section task samples it: its latents (up to MAX_SECTIONS sections),
-    latent grid, caption and image embeddings of its first frame."""
+def read_clip(rt, clip: Clip, window: int, flag: str = "--data") -> np.ndarray:
+    """One clip's frames (F, H, W, 3 uint8) as the section task trains on them: at the
+    preset's frame rate, fitted to its nearest aspect bucket, up to MAX_SECTIONS sections."""
     from fpk.media import clips, images
-    from fpk.model import conditioning as cond
 
     preset = rt.preset
     info = clips.probe(clip.path)
     size = images.nearest_bucket(
         info.width, info.height, preset.sampling.resolution, preset.resolution_multiple
     )
-    t = rt.temporal
-    section = window * t
+    section = window * rt.temporal
     want = 1 + MAX_SECTIONS * section
     available = max(1, round(info.duration * preset.sampling.fps))
     frames = clips.read_frames(info, preset.sampling.fps, 0.0, min(want, available))
@@ -129,17 +126,59 @@ def encode_clip(comps, rt, clip: Clip, window: int, flag: str = "--data") -> dic
             f"{flag}: clip {clip.path.name} gives {len(frames)} frames at "
             f"{preset.sampling.fps} fps; a section needs {1 + section}"
         )
-    pixels = np.stack([images.fit_image_array(f, size) for f in frames[:usable]])
+    return np.stack([images.fit_image_array(f, size) for f in frames[:usable]])
+
+
+@torch.no_grad()
+def encode_pixels(comps, rt, pixels: np.ndarray, caption: str, window: int) -> dict:
+    """Frames (F, H, W, 3 uint8) as the section task samples them: their latents, latent grid,
+    caption and the image embeddings of the first frame."""
+    from fpk.config import Resolution
+    from fpk.model import conditioning as cond
+
     latents = cond.encode_latents(comps.vae, cond.to_tensor(pixels))
     embeds = cond.image_embeds(comps, pixels[0], rt.device, rt.dtype)
     return {
         "latents": latents.contiguous(),
-        "prompt": clip.caption,
+        "prompt": caption,
         "image_embeds": embeds,
-        "grid": preset.latent_grid(size),
+        "grid": rt.preset.latent_grid(Resolution(pixels.shape[2], pixels.shape[1])),
         "sections": (latents.shape[1] - 1) // window,
         "first_frame": pixels[0],
     }
+
+
+def encode_clip(comps, rt, clip: Clip, window: int, flag: str = "--data") -> dict:
+    """One clip as the section task samples it (read_clip, then encode_pixels)."""
+    return encode_pixels(comps, rt, read_clip(rt, clip, window, flag), clip.caption, window)
+
+
+def still_shifts(pixels: np.ndarray, step: int, tolerance: int = 12) -> list[tuple[int, int]]:
+    """The translations (dx, dy), multiples of `step` px and not both 0, by which `pixels`
+    (F, H, W, 3) can be rolled (wrap-around) without anything that moves crossing the
+    frame's edge: the strips that wrap round are still (within `tolerance` of the first
+    frame) in every frame. A copy so shifted is the same clip somewhere else: the same motion,
+    the same look, a background that was still there before and is still after."""
+    diff = np.abs(pixels.astype(np.int16) - pixels[:1].astype(np.int16)).max(axis=(0, 3))
+    moving = diff > tolerance  # (H, W): pixels where something changes over the clip
+    h, w = moving.shape
+    rows, cols = moving.any(axis=1), moving.any(axis=0)
+    if not rows.any():  # nothing moves: any shift keeps it whole
+        span_y, span_x = (0, h - 1), (0, w - 1)
+    else:
+        span_y = (int(np.argmax(rows)), int(h - 1 - np.argmax(rows[::-1])))
+        span_x = (int(np.argmax(cols)), int(w - 1 - np.argmax(cols[::-1])))
+    ys = [d for d in range(-span_y[0], h - span_y[1]) if d % step == 0]
+    xs = [d for d in range(-span_x[0], w - span_x[1]) if d % step == 0]
+    return [(dx, dy) for dy in ys for dx in xs if dx or dy]
+
+
+def shifted_copies(pixels: np.ndarray, count: int, step: int, rng) -> list[np.ndarray]:
+    """Up to `count` copies of `pixels` rolled by distinct still_shifts, drawn with `rng`
+    (`fpk train --lora --shift-copies`)."""
+    shifts = still_shifts(pixels, step)
+    picked = rng.sample(shifts, min(count, len(shifts)))
+    return [np.roll(pixels, (dy, dx), axis=(1, 2)) for dx, dy in picked]
 
 
 def write_world_clips(folder: Path, scenes, seconds: float, fps: int = 30) -> list[Path]:

@@ -16,6 +16,12 @@ clips of what the base model already does right, in the same layout, with their 
 captions; each sample is drawn from them with probability `--reg-share` (from the batch's
 bucket; a bucket with no such clip draws from the training clips), so the adapters learn the
 new clips' motion without unlearning what the base does for everything else.
+
+`--shift-copies K`: each clip is also trained on as up to K copies of itself translated
+(wrap-around, by multiples of the preset's token size) where nothing that moves crosses the
+frame's edge (fpk.train.data.still_shifts), so that a few clips' motion is not learnt as
+happening at their own places in the frame; a clip with no such shift (a moving camera) gets
+none.
 """
 
 from __future__ import annotations
@@ -63,19 +69,29 @@ class LoraTask(SectionTask):
         super().__init__(preset, comps, cfg)
 
     def encode_videos(self) -> list[dict]:
-        from fpk.train.data import encode_clip, find_clips
+        from fpk.train.data import encode_clip, encode_pixels, find_clips, read_clip, shifted_copies
 
         assert self.cfg.data is not None
         self.clips = find_clips(self.cfg.data)
         flag = "--reg-data"
         reg = find_clips(self.cfg.reg_data, flag) if self.cfg.reg_data else []
         self.reg_videos = [encode_clip(self.comps, self.rt, c, self.window, flag) for c in reg]
-        return [encode_clip(self.comps, self.rt, c, self.window) for c in self.clips]
+        videos, step = [], self.preset.resolution_multiple
+        for clip in self.clips:
+            pixels = read_clip(self.rt, clip, self.window)
+            copies = self.cfg.shift_copies
+            for frames in [
+                pixels,
+                *(shifted_copies(pixels, copies, step, self.rng) if copies else []),
+            ]:
+                videos.append(encode_pixels(self.comps, self.rt, frames, clip.caption, self.window))
+        return videos
 
     def batch_items(self) -> list:
         """A batch from one bucket: the bucket of a training clip drawn at random (so buckets
         come up as often as they hold clips), then every item from that bucket, a share
-        `--reg-share` of them from its --reg-data clips (see module doc)."""
+        `--reg-share` of them from its --reg-data clips (see module doc). A clip's
+        `--shift-copies` are videos of their own here."""
         lead = self.rng.choice(self.videos)
         bucket = [v for v in self.videos if v["grid"] == lead["grid"]]
         reg = [v for v in self.reg_videos if v["grid"] == lead["grid"]]
