@@ -163,13 +163,13 @@ def still_shifts(pixels: np.ndarray, step: int, tolerance: int = 12) -> list[tup
     moving = diff > tolerance  # (H, W): pixels where something changes over the clip
     h, w = moving.shape
     rows, cols = moving.any(axis=1), moving.any(axis=0)
-    if not rows.any():  # nothing moves: any shift keeps it whole
-        span_y, span_x = (0, h - 1), (0, w - 1)
-    else:
-        span_y = (int(np.argmax(rows)), int(h - 1 - np.argmax(rows[::-1])))
-        span_x = (int(np.argmax(cols)), int(w - 1 - np.argmax(cols[::-1])))
-    ys = [d for d in range(-span_y[0], h - span_y[1]) if d % step == 0]
-    xs = [d for d in range(-span_x[0], w - span_x[1]) if d % step == 0]
+    if rows.any():  # the moving part's extent, and the shifts that keep it inside the frame
+        top, bottom = int(np.argmax(rows)), int(h - 1 - np.argmax(rows[::-1]))
+        left, right = int(np.argmax(cols)), int(w - 1 - np.argmax(cols[::-1]))
+        ys, xs = range(-top, h - bottom), range(-left, w - right)
+    else:  # nothing moves: every distinct roll keeps it whole
+        ys, xs = range(h), range(w)
+    ys, xs = [d for d in ys if d % step == 0], [d for d in xs if d % step == 0]
     return [(dx, dy) for dy in ys for dx in xs if dx or dy]
 
 

@@ -308,3 +308,59 @@ def test_lora_dropout_drops_the_adapters_input_while_training_only(small_preset,
         _config(data, lora_dropout=1.0)
     with pytest.raises(UsageError, match="--lora-dropout applies to --lora"):
         TrainConfig(lora_dropout=0.1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_shifted_copies_are_the_same_clip_elsewhere_in_the_frame(seed):
+    """A circling clip on a plain background, shifted by each of still_shifts, is the world's
+    render of the same scene started that much further (nothing that moves crosses an edge,
+    the background that wraps round is the same); a still clip can go anywhere on the step
+    grid; a clip whose every pixel changes can go nowhere."""
+    import dataclasses
+    import random
+
+    from fpk.train.data import shifted_copies, still_shifts
+
+    scene = dataclasses.replace(world.circling_scene(seed), background="gray")
+    pixels = world.render(scene, 41)
+    shifts = still_shifts(pixels, world.GRID)
+    assert shifts and (0, 0) not in shifts
+    for dx, dy in shifts:
+        moved = dataclasses.replace(scene, start=(scene.start[0] + dx, scene.start[1] + dy))
+        np.testing.assert_array_equal(
+            np.roll(pixels, (dy, dx), axis=(1, 2)), world.render(moved, 41)
+        )
+        xs = [moved.position(f)[0] for f in range(41)]
+        ys = [moved.position(f)[1] for f in range(41)]
+        assert min(xs) >= 0 and min(ys) >= 0
+        assert max(xs) + world.OBJECT <= world.SIZE and max(ys) + world.OBJECT <= world.SIZE
+    copies = shifted_copies(pixels, 3, world.GRID, random.Random(seed))
+    assert len(copies) == min(3, len(shifts))
+    assert len({c.tobytes() for c in copies}) == len(copies)
+    assert all(any(np.array_equal(c, np.roll(pixels, (dy, dx), axis=(1, 2))) for dx, dy in shifts)
+               for c in copies)  # fmt: skip
+    still = np.repeat(pixels[:1], 5, axis=0)
+    assert len(still_shifts(still, world.GRID)) == (world.SIZE // world.GRID) ** 2 - 1
+    fading = np.stack([np.full_like(pixels[0], 10 * i) for i in range(5)])
+    assert still_shifts(fading, world.GRID) == []
+
+
+def test_lora_task_trains_on_each_clips_shifted_copies(small_preset, base, data):
+    from fpk.model.loading import load_components
+    from fpk.train.lora import LoraTask
+
+    task = LoraTask(
+        small_preset, load_components(small_preset, base), _config(data, shift_copies=2)
+    )
+    assert len(task.videos) == 2 * 3
+    captions = [v["prompt"] for v in task.videos]
+    assert captions == [world.circling_scene(0).prompt] * 3 + [world.circling_scene(1).prompt] * 3
+    first = task.videos[0]["first_frame"]
+    for copy in task.videos[1:3]:
+        assert not np.array_equal(copy["first_frame"], first)
+        assert copy["latents"].shape == task.videos[0]["latents"].shape
+    assert 0 < task.loss(task.model).item() < 10
+    with pytest.raises(UsageError, match="--shift-copies applies to --lora"):
+        TrainConfig(shift_copies=2)
+    with pytest.raises(UsageError, match="--shift-copies -1"):
+        _config(data, shift_copies=-1)
