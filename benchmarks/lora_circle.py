@@ -181,12 +181,13 @@ def evaluate(args, lora: Path) -> dict:
     (work / "starts").mkdir(parents=True, exist_ok=True)
     jobs, scenes = [], {}
     first, train_set = world.HELD_OUT, training_scenes(args.clips)
+    weighted = f"{lora.resolve()}:{args.weight}"  # absolute: the manifest resolves from its folder
     count = args.scenes if args.starts == "held-out" else min(args.scenes, TRAIN_CLIPS)
     for i in range(count):
         s = world.circling_scene(first + i) if args.starts == "held-out" else train_set[i]
         image = work / "starts" / f"{i:02d}.png"
         Image.fromarray(world.render_frame(s, 0)).save(image)
-        for name, loras in ((f"base-{i:02d}", []), (f"lora-{i:02d}", [f"{lora}:{args.weight}"])):
+        for name, loras in ((f"base-{i:02d}", []), (f"lora-{i:02d}", [weighted])):
             jobs.append({"name": name, "image": str(image), "prompt": s.prompt,
                          "len": f"{args.seconds}s", "seed": i, "lora": loras,
                          "sampler": args.sampler})  # fmt: skip
