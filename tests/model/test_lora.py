@@ -154,3 +154,16 @@ def test_weight_parsing_keeps_colons_in_paths(tmp_path):
     assert parse_lora(f"{folder}/s.safetensors").weight == 1.0
     ref = parse_lora(f"{folder}/s.safetensors:0.25")
     assert ref.weight == 0.25 and ref.path == folder / "s.safetensors" and len(ref.sha256) == 64
+
+
+def test_the_shipped_circle_lora_fits_the_tiny_preset():
+    """examples/loras/circle-tiny.safetensors (the LoRA of benchmarks/lora_circle.py, trained
+    on the CPU): diffusers/PEFT keys, every one a layer of the tiny preset's transformer."""
+    from fpk.config import load_preset
+    from fpk.model.lora import check_lora, read_lora
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "loras" / "circle-tiny.safetensors"
+    state = read_lora(path)
+    assert detect_format(list(state)) == "peft"
+    assert {v.shape[0] for k, v in state.items() if "lora_A" in k} == {64}  # rank 64
+    check_lora(parse_lora(str(path)), load_preset("tiny"))
