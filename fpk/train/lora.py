@@ -76,14 +76,11 @@ class LoraTask(SectionTask):
         flag = "--reg-data"
         reg = find_clips(self.cfg.reg_data, flag) if self.cfg.reg_data else []
         self.reg_videos = [encode_clip(self.comps, self.rt, c, self.window, flag) for c in reg]
-        videos, step = [], self.preset.resolution_multiple
+        videos, step, copies = [], self.preset.resolution_multiple, self.cfg.shift_copies
         for clip in self.clips:
             pixels = read_clip(self.rt, clip, self.window)
-            copies = self.cfg.shift_copies
-            for frames in [
-                pixels,
-                *(shifted_copies(pixels, copies, step, self.rng) if copies else []),
-            ]:
+            shifted = shifted_copies(pixels, copies, step, self.rng) if copies else []
+            for frames in (pixels, *shifted):
                 videos.append(encode_pixels(self.comps, self.rt, frames, clip.caption, self.window))
         return videos
 

@@ -26,7 +26,7 @@ ORDERS_MIX = (  # (order, padding, weight): what the model is trained to serve
 MAX_SECTIONS = 6  # released padding: [3, 2, .., 2, 1, 0]; longer videos repeat these layouts
 STATIC_AFTER = 1 + 4 * 14  # pixel frames to encode; the world is static after ~1 s
 GUIDANCE = 10.0
-EMPTY_CAPTION = ""  # --caption-dropout's prompt (the one text-free generation encodes)
+EMPTY_CAPTION = ""  # the prompt of --caption-dropout's samples
 
 
 def load(preset: Preset, folder: Path, dtype: torch.dtype = torch.float32):
