@@ -175,7 +175,9 @@ def still_shifts(pixels: np.ndarray, step: int, tolerance: int = 12) -> list[tup
 
 def shifted_copies(pixels: np.ndarray, count: int, step: int, rng) -> list[np.ndarray]:
     """Up to `count` copies of `pixels` rolled by distinct still_shifts, drawn with `rng`
-    (`fpk train --lora --shift-copies`)."""
+    (`fpk train --lora --shift-copies`); none, and no draw, for a count of 0."""
+    if count <= 0:
+        return []
     shifts = still_shifts(pixels, step)
     picked = rng.sample(shifts, min(count, len(shifts)))
     return [np.roll(pixels, (dy, dx), axis=(1, 2)) for dx, dy in picked]

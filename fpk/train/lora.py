@@ -79,8 +79,7 @@ class LoraTask(SectionTask):
         videos, step, copies = [], self.preset.resolution_multiple, self.cfg.shift_copies
         for clip in self.clips:
             pixels = read_clip(self.rt, clip, self.window)
-            shifted = shifted_copies(pixels, copies, step, self.rng) if copies else []
-            for frames in (pixels, *shifted):
+            for frames in (pixels, *shifted_copies(pixels, copies, step, self.rng)):
                 videos.append(encode_pixels(self.comps, self.rt, frames, clip.caption, self.window))
         return videos
 
