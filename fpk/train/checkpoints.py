@@ -25,6 +25,12 @@ def resume_path(folder: Path) -> Path:
     return full if full.is_file() else folder / FINISHED
 
 
+def require_checkpoint(path: Path) -> None:
+    """A UsageError naming `path` where `--resume` has nothing to continue from."""
+    if not path.is_file():
+        raise UsageError(f"--resume: no checkpoint at {path}; train without --resume first")
+
+
 def save_checkpoint(
     path: Path, state: dict[str, torch.Tensor], ema, optimizer, step: int, log: list[dict]
 ) -> None:
@@ -51,8 +57,7 @@ def load_checkpoint(path: Path, model, ema, optimizer, partial: bool = False) ->
     model's weights (a LoRA run's adapters), the rest stay as loaded."""
     from safetensors import safe_open
 
-    if not path.is_file():
-        raise UsageError(f"--resume: no checkpoint at {path}; train without --resume first")
+    require_checkpoint(path)
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())
         step = int(f.metadata()["step"])

@@ -27,7 +27,14 @@ from fpk import events as ev
 from fpk.config import Preset
 from fpk.model.tiny import ensure_components
 from fpk.synthetic import world
-from fpk.train.checkpoints import FINISHED, RESUME, load_checkpoint, resume_path, save_checkpoint
+from fpk.train.checkpoints import (
+    FINISHED,
+    RESUME,
+    load_checkpoint,
+    require_checkpoint,
+    resume_path,
+    save_checkpoint,
+)
 from fpk.train.config import LORA_FILE, TrainConfig, TrainProgress
 from fpk.train.logs import LOG, flush_log, plot_loss
 from fpk.train.optim import Ema, lr_at
@@ -48,12 +55,14 @@ def train(
 ) -> Path:
     """Train `cfg.component` of `preset` in `weights` (created if missing); logs and
     checkpoints in `run`. Returns the finished run's checkpoint path."""
+    folder = run / cfg.component
+    if resume:  # before the task encodes its videos (minutes)
+        require_checkpoint(resume_path(folder))
     task = _task(preset, weights, cfg)
     model = task.model.train()
     ema = Ema(model, cfg.ema)
     trainable = list(ema.params.values())
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.01)
-    folder = run / cfg.component
     log_path = folder / LOG
     partial = cfg.component == "lora"
     start = load_checkpoint(resume_path(folder), model, ema, opt, partial) if resume else 0

@@ -35,6 +35,21 @@ def test_transformer_loss_falls_and_resumes(small_preset, tmp_path):
         assert any(k.startswith("optim.") for k in f.keys())
 
 
+def test_resume_without_a_checkpoint_fails_before_the_task_is_built(
+    small_preset, tmp_path, monkeypatch
+):
+    """The missing checkpoint is named at once, not after minutes of encoding videos."""
+    import fpk.train.training as training
+
+    def never(*args):
+        raise AssertionError("the task was built before the checkpoint was looked for")
+
+    monkeypatch.setattr(training, "_task", never)
+    with pytest.raises(UsageError, match="--resume: no checkpoint at .*transformer"):
+        train(small_preset, tmp_path / "w", tmp_path / "run", TrainConfig(steps=2), resume=True)
+    assert not (tmp_path / "w").exists()
+
+
 def test_vae_trains_and_sets_its_scaling_factor(small_preset, tmp_path):
     cfg = TrainConfig(component="vae", steps=3, batch=4, checkpoint_every=3)
     train(small_preset, tmp_path / "w", tmp_path / "run", cfg)
