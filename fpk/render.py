@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -439,7 +440,11 @@ def print_benchmark(report: dict[str, Any], out: Any) -> None:
 
 
 class TrainRenderer:
-    """`fpk train`'s progress: one bar with loss and learning rate (nothing when quiet)."""
+    """`fpk train`'s progress: one bar with loss and learning rate on a terminal; where the
+    output is a file or a pipe (a run in the background), a plain line every LINES-th of the
+    steps and at the last, which a log keeps and `tail` reads; nothing when quiet."""
+
+    LINES = 100  # plain lines over a whole run
 
     def __init__(self, quiet: bool, steps: int) -> None:
         self.quiet, self.steps, self.progress = quiet, steps, None
@@ -447,6 +452,9 @@ class TrainRenderer:
     def __enter__(self):
         if self.quiet:
             return lambda e: None
+        console = _console()
+        if not console.is_terminal:
+            return self._lines(console)
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -466,6 +474,19 @@ class TrainRenderer:
 
         def sink(e):
             self.progress.update(task, completed=e.step, loss=e.loss, lr=e.lr)
+
+        return sink
+
+    def _lines(self, console):
+        every = max(1, self.steps // self.LINES)
+
+        def sink(e):
+            if e.step % every == 0 or e.step == e.steps:
+                elapsed = datetime.timedelta(seconds=round(e.seconds))
+                console.print(
+                    f"step {e.step}/{e.steps} loss {e.loss:.4f} lr {e.lr:.2e} {elapsed}",
+                    highlight=False, soft_wrap=True,
+                )  # fmt: skip
 
         return sink
 

@@ -333,3 +333,20 @@ def test_progress_renders_loading_and_verbose_context():
     assert "models loaded in 2.5 s" in text
     assert "context (1,2,2) 1,560 + (2,4,4) 390" in text  # -v: group by group
     assert "checking jobs" not in text  # the spinner goes when it is done
+
+
+def test_train_progress_is_plain_lines_in_a_log(capsys):
+    """Where the output is not a terminal (a run in the background writing to a file), `fpk
+    train` prints a line every hundredth of its steps and at the last, not a bar."""
+    from fpk.render import TrainRenderer
+    from fpk.train.config import TrainProgress
+
+    with TrainRenderer(quiet=False, steps=250) as sink:
+        for step in range(1, 251):
+            sink(TrainProgress("train", step, 250, 0.5 / step, 1e-4, step * 0.9))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 125 and lines[0] == "step 2/250 loss 0.2500 lr 1.00e-04 0:00:02"
+    assert lines[-1] == "step 250/250 loss 0.0020 lr 1.00e-04 0:03:45"
+    with TrainRenderer(quiet=True, steps=250) as sink:
+        sink(TrainProgress("train", 250, 250, 0.1, 1e-4, 1.0))
+    assert capsys.readouterr().out == ""
