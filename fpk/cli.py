@@ -483,11 +483,13 @@ def _quiet_libraries() -> None:
 
 
 class _StopFlag:
-    """Ctrl-C sets a flag the sampler checks between steps (a second Ctrl-C kills)."""
+    """Ctrl-C (and each of `signals`) sets a flag the sampler or the training loop checks
+    between steps (a second one kills)."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[str, ...] = ("SIGINT",)) -> None:
         self.stopped = False
-        self._previous = None
+        self.signals = signals
+        self._previous: dict = {}
 
     def __call__(self) -> bool:
         return self.stopped
@@ -500,17 +502,19 @@ class _StopFlag:
                 raise KeyboardInterrupt
             self.stopped = True
 
-        try:
-            self._previous = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread (e.g. inside a test runner thread)
-            self._previous = None
+        for name in self.signals:
+            number = getattr(signal, name)
+            try:
+                self._previous[number] = signal.signal(number, handler)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
         return self
 
     def __exit__(self, *exc: object) -> None:
         import signal
 
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
 
 
 class _sink:
@@ -884,7 +888,8 @@ def train(
     )  # fmt: skip
     cfg.devices()  # a device that is not here: one line before anything starts
     folder = weights or EMBEDDED_DIR / p.name
-    with _StopFlag() as stop, TrainRenderer(quiet, steps) as sink:
+    # SIGTERM too: `timeout`, `kill` and batch schedulers stop a background run with it
+    with _StopFlag(("SIGINT", "SIGTERM")) as stop, TrainRenderer(quiet, steps) as sink:
         ckpt = tr.train(p, folder, run_dir / p.name, cfg, resume, sink, stop)
     if lora:
         typer.echo(f"checkpoint {ckpt}; LoRA {ckpt.parent / tr.LORA_FILE} (for --lora)")

@@ -71,29 +71,41 @@ def train(
         log_path.unlink(missing_ok=True)
     log: list[dict] = []
     t0 = time.perf_counter()
+    saved = done = start
     for step in range(start, cfg.steps):
         if should_stop is not None and should_stop():
             break
         loss = _step(task, model, opt, trainable, step, cfg)
         ema.update()
-        entry = {"step": step + 1, "loss": round(loss, 5), "lr": lr_at(step, cfg),
+        done = step + 1
+        entry = {"step": done, "loss": round(loss, 5), "lr": lr_at(step, cfg),
                  "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
         log.append(entry)
-        sink(TrainProgress("train", step + 1, cfg.steps, entry["loss"], entry["lr"],
+        sink(TrainProgress("train", done, cfg.steps, entry["loss"], entry["lr"],
                            entry["seconds"]))  # fmt: skip
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            flush_log(log_path, log)
-            state = task.state(model)
-            save_checkpoint(folder / RESUME, state, ema, opt, step + 1, log)
-            save_checkpoint(folder / FINISHED, state, ema, None, step + 1, log)
-            with ema.applied() if task.ships_average else contextlib.nullcontext():
-                task.export(model, weights, folder)
-        if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            saved = _save(task, model, ema, opt, weights, folder, done, log)
+        if cfg.sample_every and done % cfg.sample_every == 0:
             with ema.applied(), _evaluating(model):
-                task.sample(model, weights, folder / f"sample-{step + 1:06d}.mp4")
+                task.sample(model, weights, folder / f"sample-{done:06d}.mp4")
+    if done > saved:  # stopped between checkpoints: keep what was trained since the last
+        _save(task, model, ema, opt, weights, folder, done, log)
     flush_log(log_path, log)
     plot_loss(log_path, folder / "loss.png")
     return folder / FINISHED
+
+
+def _save(task, model, ema, opt, weights: Path, folder: Path, step: int, log: list[dict]) -> int:
+    """The log flushed, both checkpoints (with and without the optimizer's moments) and the
+    weights exported, at `step`; returns `step`."""
+    last = log[-1:]
+    flush_log(folder / LOG, log)
+    state = task.state(model)
+    save_checkpoint(folder / RESUME, state, ema, opt, step, last)
+    save_checkpoint(folder / FINISHED, state, ema, None, step, last)
+    with ema.applied() if task.ships_average else contextlib.nullcontext():
+        task.export(model, weights, folder)
+    return step
 
 
 @contextlib.contextmanager

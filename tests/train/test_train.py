@@ -35,6 +35,23 @@ def test_transformer_loss_falls_and_resumes(small_preset, tmp_path):
         assert any(k.startswith("optim.") for k in f.keys())
 
 
+def test_a_stopped_run_saves_where_it_stopped_and_resumes_there(small_preset, tmp_path):
+    """Stopped between checkpoints (Ctrl-C, or SIGTERM from `timeout` or a scheduler), a run
+    keeps the steps it made: checkpoints and exported weights at the step it stopped at."""
+    cfg = TrainConfig(steps=40, batch=2, scenes=2, warmup=2, checkpoint_every=100)
+    weights, runs = tmp_path / "w", tmp_path / "run"
+    calls = iter(range(100))
+    ckpt = train(small_preset, weights, runs, cfg, should_stop=lambda: next(calls) >= 3)
+    for path in (ckpt, runs / "transformer" / RESUME):
+        with safe_open(str(path), "pt") as f:
+            assert f.metadata()["step"] == "3"
+            assert json.loads(f.metadata()["log"])[0]["step"] == 3
+    assert [row["step"] for row in read_log(runs / "transformer" / LOG)] == [1, 2, 3]
+    assert (weights / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    train(small_preset, weights, runs, TrainConfig(**{**cfg.__dict__, "steps": 5}), resume=True)
+    assert [row["step"] for row in read_log(runs / "transformer" / LOG)] == [1, 2, 3, 4, 5]
+
+
 def test_resume_without_a_checkpoint_fails_before_the_task_is_built(
     small_preset, tmp_path, monkeypatch
 ):
@@ -464,3 +481,32 @@ def test_caption_dropout_trains_a_share_of_samples_on_the_empty_prompt(small_pre
         TrainConfig(caption_dropout=1.0)
     with pytest.raises(UsageError, match="--caption-dropout applies"):
         TrainConfig(component="vae", caption_dropout=0.1)
+
+
+def test_sigterm_stops_a_background_run_with_its_steps_saved(tmp_path):
+    """`fpk train` in the background (output to a pipe: plain progress lines) stopped by
+    SIGTERM, as `timeout`, `kill` and batch schedulers stop it: it exits cleanly and the run
+    resumes from the step it had reached."""
+    import signal
+    import subprocess
+
+    from tests.procs import fpk_command, fpk_env
+
+    run = tmp_path / "run"
+    args = ["train", "--steps", "500", "--batch", "2", "--scenes", "2", "--threads", "1",
+            "--checkpoint-every", "1000", "--weights", str(tmp_path / "w"),
+            "--run", str(run)]  # fmt: skip
+    proc = subprocess.Popen(fpk_command(*args), env=fpk_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        first = proc.stdout.readline()  # the first progress line: training has started
+        assert first.startswith("step 5/500 loss "), first + proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    with safe_open(str(run / "tiny" / "transformer" / RESUME), "pt") as f:
+        stopped = int(f.metadata()["step"])
+    assert 5 <= stopped < 500
+    assert "checkpoint" in out and "Traceback" not in err
