@@ -27,13 +27,13 @@ import torch
 
 from fpk.media import decoding
 from fpk.model.call import target_tokens
-from fpk.model.context import model_shift, section_context
 from fpk.model.loading import EMBEDDED_DIR
-from fpk.sampling.orders import ORDERS, known_frames, plan_sections
+from fpk.sampling.orders import ORDERS, plan_sections
 from fpk.sampling.sigmas import flow_sigmas
 from fpk.sampling.solvers import sample
 from fpk.synthetic import metrics, world
 from fpk.train import sections as tr
+from fpk.train.config import TrainConfig
 
 SECTIONS = tr.MAX_SECTIONS  # 6 sections: about 4 s of the tiny preset
 KINDS = {"continuous": world.continuous_scene, "goal": world.scene}
@@ -43,17 +43,13 @@ def probe_scene(task, scene: world.Scene, order: str, steps: int, seed: int) -> 
     """Per section of `order`'s plan (in the order it is generated), per target latent frame:
     the position error and solidity of the generated frame against the world's."""
     comps, model = task.comps, task.model
-    padding = "time-true" if order == "anti-drifting" else "released"
+    _, padding = TrainConfig(sampler=order).order_padding()  # the padding training uses
     video = tr.encode_scene(comps, task.rt, 0, SECTIONS, scene=scene)
-    lat = video["latents"]
     plan = plan_sections(order, SECTIONS, task.window, padding)
     out = []
     for k, step in enumerate(plan):
-        known = {p: lat[:, p] for p in known_frames(plan, step.order)}
-        shift = model_shift(step, task.model_schedule, padding)
-        ctx = section_context(step, task.model_schedule, task.grid, known, shift, lat[:, 0])
-        target = lat[:, step.target.start : step.target.stop]
-        item = (video, ctx, torch.tensor(list(step.target)) + shift, target)
+        item = task.section(video, plan, step, padding)  # the true history (no context noise)
+        target = item[3]
         noise = torch.randn((1, *target.shape), generator=torch.Generator().manual_seed(seed + k))
         sigmas = flow_sigmas(steps, target_tokens(model.config, target[None]))
         with torch.no_grad():

@@ -92,8 +92,7 @@ class SectionTask:
         only the start image is known; `sections`: the video's
         length (default: drawn from 1 to the video's sections, MAX_SECTIONS for the world's);
         `video`: one of `videos` (default: drawn)."""
-        from fpk.model.context import model_shift, section_context
-        from fpk.sampling.orders import known_frames, plan_sections
+        from fpk.sampling.orders import plan_sections
 
         video = video or self.rng.choice(self.videos)
         order, padding = self.rng.choices(
@@ -104,7 +103,16 @@ class SectionTask:
             order, padding = fixed or ("inverted", "released")
         sections = sections or self.rng.randint(1, video.get("sections", MAX_SECTIONS))
         plan = plan_sections(order, sections, self.window, padding)
-        step = plan[0 if first else self.rng.randrange(sections)]
+        return self.section(video, plan, plan[0 if first else self.rng.randrange(sections)],
+                            padding)  # fmt: skip
+
+    def section(self, video: dict, plan, step, padding: str):
+        """`step` of `plan` on `video` as a sample (video, context, positions, target): the
+        context of the frames the order knows by then (`history`), packed as inference
+        packs it."""
+        from fpk.model.context import model_shift, section_context
+        from fpk.sampling.orders import known_frames
+
         lat = video["latents"]
         known = self.history(lat, known_frames(plan, step.order))
         shift = model_shift(step, self.model_schedule, padding)
